@@ -1,4 +1,4 @@
-"""Re-execute the notebook series in place: ``python -m clva_lite.notebooks execute notebooks``.
+"""Re-execute the notebook series in place: ``python -m clva_lite.notebooks execute notebooks`` (or given files).
 
 Each notebook runs top to bottom in a fresh kernel with ``PYTHONHASHSEED=0`` and one torch thread count, so two
 runs give the same numbers; outputs (figures as static PNGs) are written back into the file.
@@ -53,11 +53,19 @@ def execute_notebook(path: Path, timeout: int = 600) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clva_lite.notebooks")
     parser.add_argument("command", choices=["execute"])
-    parser.add_argument("folder", nargs="?", default="notebooks")
+    parser.add_argument("paths", nargs="*", default=["notebooks"],
+                        help="notebook files or folders (default: notebooks)")
     args = parser.parse_args(argv)
-    notebooks = sorted(Path(args.folder).glob("*.ipynb"))
+    notebooks: list[Path] = []
+    for given in map(Path, args.paths):
+        if given.is_dir():
+            notebooks += sorted(given.glob("*.ipynb"))
+        elif given.suffix == ".ipynb" and given.exists():
+            notebooks.append(given)
+        else:
+            raise SystemExit(f"{given} is neither a folder nor an .ipynb file")
     if not notebooks:
-        raise SystemExit(f"no notebooks in {args.folder}")
+        raise SystemExit(f"no notebooks in {' '.join(args.paths)}")
     for path in notebooks:
         print(f"{path.name}: {execute_notebook(path):.1f} s", flush=True)
 
