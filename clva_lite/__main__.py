@@ -1,9 +1,23 @@
-"""Command line: ``python -m clva_lite demo | bench``."""
+"""Command line: ``python -m clva_lite demo | drift | bench | pope | chair | mme``.
+
+Benchmarks, one method per call (records and ``result.json`` under ``--out``, default ``runs/<bench>-<method>``)::
+
+    python -m clva_lite pope --model toy --method clva --alpha 1 --beta 1 --split test --limit 50
+    python -m clva_lite mme --model toy --method vcd
+    python -m clva_lite pope --model llava-hf/llava-1.5-7b-hf --method vanilla \
+        --pope-file coco_pope_random.json --image-dir val2014
+    torchrun --nproc_per_node 2 -m clva_lite pope --model toy --method vanilla   # data-parallel
+
+Errors in what was asked (unknown method, weights out of range, fitting on the test split, missing files) end
+the command with a one-line message; ``main()`` itself raises them (``ValueError`` / ``FileNotFoundError``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--device", default=None)
     bench.add_argument("--dtype", default="float16", help="dtype for --random-weights-from-config")
     bench.add_argument("--out", default="runs/bench.json")
+    for name in ("pope", "chair", "mme"):
+        _benchmark_parser(commands, name)
     args = parser.parse_args(argv)
 
     if args.command == "bench":
@@ -46,7 +62,143 @@ def main(argv: list[str] | None = None) -> None:
 
         summary = run_demo(out=args.out, n_scenes=args.scenes)
         print(json.dumps(summary.get("files", {}), indent=2))
+    else:
+        run_benchmark_command(args)
+
+
+def _benchmark_parser(commands, name: str) -> None:
+    from .methods import METHOD_KINDS
+    from .toy.questions import MME_SUBTASKS, POPE_SAMPLINGS
+
+    what = {"pope": "POPE (toy, or a published question file with --pope-file)", "chair": "toy CHAIR captions",
+            "mme": "toy MME-style pairs (existence, count, position, color)"}[name]
+    sub = commands.add_parser(name, help=f"{what} with one decoding method; scores with 95 % bootstrap CIs")
+    sub.add_argument("--model", default="toy", help="'toy', 'toy-untrained', a hub id or a folder (default: toy)")
+    sub.add_argument("--method", default="vanilla", choices=METHOD_KINDS)
+    sub.add_argument("--alpha", type=float, default=None,
+                     help="CLVA: positive-anchor weight in [0, 20]; PAI/VCD: their alpha (default: the config's)")
+    sub.add_argument("--beta", type=float, default=None, help="CLVA: negative-anchor weight; VCD: its beta")
+    sub.add_argument("--split", default="test", help="toy split to evaluate on (default: test)")
+    sub.add_argument("--fit-split", default="calibration",
+                     help="split CLVA's head classes are fitted on; only 'calibration' is allowed")
+    sub.add_argument("--head-prompts", type=int, default=64, help="calibration prompts for CLVA's head classes")
+    sub.add_argument("--limit", type=int, default=None, help="number of scenes (toy) or images (--pope-file)")
+    sub.add_argument("--batch-size", type=int, default=None)
+    sub.add_argument("--max-new-tokens", type=int, default=None)
+    sub.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    sub.add_argument("--out", default=None, help=f"folder for records and result.json (default: runs/{name}-<method>)")
+    if name == "pope":
+        sub.add_argument("--samplings", nargs="+", default=list(POPE_SAMPLINGS), choices=POPE_SAMPLINGS)
+        sub.add_argument("--pope-file", default=None,
+                         help="a published POPE question file (JSON lines: question_id, image, text, label)")
+        sub.add_argument("--image-dir", default=None, help="folder holding the images named in --pope-file")
+        sub.add_argument("--calibration-file", default=None,
+                         help="with --pope-file and --method clva: a POPE-format file about *other* images, used to "
+                              "fit CLVA's head classes")
+        sub.add_argument("--calibration-image-dir", default=None, help="images of --calibration-file "
+                                                                       "(default: --image-dir)")
+    if name == "mme":
+        sub.add_argument("--subtasks", nargs="+", default=list(MME_SUBTASKS), choices=MME_SUBTASKS)
+
+
+def _device(requested: str | None) -> str | None:
+    """In a multi-process CUDA launch, each process takes the GPU of its LOCAL_RANK."""
+    import os
+
+    import torch
+
+    if requested is None and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return requested
+
+
+def _check_benchmark_args(args) -> None:
+    """Contradictory or impossible requests, refused before any model is loaded."""
+    if args.fit_split != "calibration":
+        raise ValueError(f"--fit-split {args.fit_split}: head classes may only be fitted on the calibration split "
+                         "(fitting anything on the test split is refused)")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit} must be a positive number of scenes/images")
+    pope_file = getattr(args, "pope_file", None)
+    if pope_file is not None and args.image_dir is None:
+        raise ValueError("--pope-file needs --image-dir, the folder holding its images (e.g. COCO val2014)")
+    if pope_file is None and getattr(args, "image_dir", None) is not None:
+        raise ValueError("--image-dir only applies with --pope-file")
+    if pope_file is None and getattr(args, "calibration_file", None) is not None:
+        raise ValueError("--calibration-file only applies with --pope-file")
+    if pope_file is not None and args.method == "clva" and args.calibration_file is None:
+        raise ValueError("--method clva on a POPE file needs --calibration-file (POPE-format questions about other "
+                         "images) to fit its head classes; the evaluated file is a test set and is never fitted on")
+
+
+def run_benchmark_command(args) -> dict | None:
+    """Build the method (fitting CLVA's head classes on calibration data), run the benchmark, print and write."""
+    from .evaluation import check_images, pope_file_items
+    from .loading import load_model
+    from .runners import (
+        MAX_NEW_TOKENS,
+        RUNNERS,
+        build_method,
+        distributed_launch,
+        fit_file_heads,
+        fit_toy_heads,
+        format_result,
+        method_config,
+        run_pope_file,
+        write_result,
+    )
+    from .toy.world import as_split
+
+    _check_benchmark_args(args)
+    if getattr(args, "pope_file", None) is None:
+        as_split(args.split)  # an unknown split fails before the model loads
+    method_config(args.method, alpha=args.alpha, beta=args.beta)  # bad weights fail before the model loads
+    out = Path(args.out or f"runs/{args.command}-{args.method}")
+    pope_file = getattr(args, "pope_file", None)
+    if pope_file is not None:  # missing question or image files fail before the model loads
+        from .benchmarks import load_pope
+
+        evaluated = pope_file_items(load_pope(pope_file), args.image_dir, limit=args.limit)
+        check_images(evaluated)
+    loaded = load_model(args.model, device=_device(args.device))
+    heads, extra = None, {}
+    if args.method == "clva":
+        if pope_file is not None:
+            calibration = pope_file_items(load_pope(args.calibration_file),
+                                          args.calibration_image_dir or args.image_dir, split="calibration")
+            heads = fit_file_heads(loaded, calibration, evaluated, n_prompts=args.head_prompts)
+            extra["head_classes_data"] = f"{Path(args.calibration_file).name} ({args.head_prompts} prompts at most)"
+        else:
+            heads = fit_toy_heads(loaded, split=args.fit_split, n_prompts=args.head_prompts)
+            extra["head_classes_data"] = f"toy calibration_prompts({args.head_prompts})"
+        extra["alpha_beta"] = "given on the command line" if args.alpha is not None or args.beta is not None \
+            else "CLVAConfig defaults"
+    method = build_method(args.method, alpha=args.alpha, beta=args.beta, heads=heads)
+    common = {"records_dir": out / "records", "fitted_extra": extra, "distributed": distributed_launch()}
+    if args.batch_size is not None:
+        common["batch_size"] = args.batch_size
+    if pope_file is not None:
+        result = run_pope_file(loaded, method, pope_file, args.image_dir, limit=args.limit,
+                               max_new_tokens=args.max_new_tokens or MAX_NEW_TOKENS["pope-file"], **common)
+    else:
+        options = {"samplings": args.samplings} if args.command == "pope" else \
+            {"subtasks": args.subtasks} if args.command == "mme" else {}
+        result = RUNNERS[args.command](loaded, method, split=args.split, limit=args.limit,
+                                      max_new_tokens=args.max_new_tokens or MAX_NEW_TOKENS[args.command],
+                                      **options, **common)
+    if common["distributed"]:
+        from .evaluation import process_state
+
+        process_state(loaded).destroy_process_group()
+    if result is None:  # a non-main process of a distributed launch: the main process reports
+        return None
+    print(format_result(result))
+    print(f"wrote {write_result(result, out)} (records: {result['records_file']})")
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")

@@ -3,15 +3,20 @@
 Records are JSON lines, one per question or caption, written as they are produced, so a run can be re-scored
 without the model and resumed after an interruption (items already in the file are skipped). Every record
 names its split; anything fitted on data records the split it was fitted on (see ``fit_split`` arguments).
+
+Items come from the toy world (:func:`question_items`, :func:`caption_items`: the image is regenerated from
+``meta["split"]`` and ``meta["scene_index"]``) or from image files (:func:`pope_file_items`: ``meta["image_path"]``).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .methods import Method
@@ -20,18 +25,49 @@ from .toy.model import CAPTION_REQUEST
 from .toy.questions import ToyQuestion
 from .toy.world import Split, as_split, generate_scene
 
+IMAGE_HINT = ("check --image-dir (for COCO POPE files: the COCO val2014 images, e.g. "
+              "val2014/COCO_val2014_000000000042.jpg, from cocodataset.org)")
+
 
 @dataclass(frozen=True)
 class Item:
-    """One thing to ask: an id, an image loader and a question, plus what is known about it."""
+    """One thing to ask: an id, an image loader and a question, plus what is known about it.
+
+    ``meta`` is copied into the item's record. It holds either ``image_path`` (an image file) or ``split`` and
+    ``scene_index`` (a toy scene, regenerated on demand); ``scene_index`` is also the bootstrap's cluster key
+    (for image files it is the image's file name, so all questions about one image form one cluster).
+    """
 
     item_id: str
     question: str
     split: str
     meta: dict
 
-    def image(self):
+    def image(self) -> Image.Image:
+        """The item's RGB image: read from ``meta["image_path"]`` if present, else the toy scene."""
+        if "image_path" in self.meta:
+            return load_image(self.meta["image_path"])
         return generate_scene(self.meta["split"], self.meta["scene_index"]).image()
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """An RGB image from ``path``; a missing or unreadable file is an error naming the file and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}; {IMAGE_HINT}")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as error:
+        raise ValueError(f"cannot read image {path} ({error}); replace the file with a valid image") from None
+
+
+def check_images(items: Sequence[Item]) -> None:
+    """Fail before any model call when image files are missing: names how many and the first few."""
+    missing = sorted({item.meta["image_path"] for item in items
+                      if "image_path" in item.meta and not Path(item.meta["image_path"]).is_file()})
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image file(s) not found, first: {missing[:3]}; {IMAGE_HINT}")
 
 
 def question_items(questions: Iterable[ToyQuestion]) -> list[Item]:
@@ -44,6 +80,7 @@ def question_items(questions: Iterable[ToyQuestion]) -> list[Item]:
 
 
 def caption_items(split: Split | str, n_scenes: int, start: int = 0) -> list[Item]:
+    """One caption request per toy scene ``start .. start+n_scenes``; ``meta["truth"]``: the scene's categories."""
     split = as_split(split)
     return [
         Item(f"{split.value}-{i}-caption", CAPTION_REQUEST, split.value,
@@ -51,6 +88,39 @@ def caption_items(split: Split | str, n_scenes: int, start: int = 0) -> list[Ite
               "truth": list(generate_scene(split, i).categories)})
         for i in range(start, start + n_scenes)
     ]
+
+
+def pope_file_items(questions: Iterable, image_dir: str | Path, *, limit: int | None = None,
+                    split: str = "test") -> list[Item]:
+    """Items for questions of a published POPE file (``clva_lite.benchmarks.load_pope``), images under
+    ``image_dir``.
+
+    ``limit``: keep the questions of the first ``limit`` distinct images (file order). Records get ``label``,
+    ``kind`` (the POPE sampling named in the file name, else ``"pope"``), ``image_path`` and ``scene_index``
+    (the image name, the bootstrap's cluster). ``split`` is recorded as the evaluated split.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit} must be a positive number of images (or None for all)")
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"image folder not found: {image_dir}; {IMAGE_HINT}")
+    images: dict[str, None] = {}
+    items = []
+    for q in questions:
+        if q.image not in images and limit is not None and len(images) >= limit:
+            continue
+        images.setdefault(q.image)
+        items.append(Item(f"pope-{q.split or 'pope'}-{q.question_id}", q.text, split,
+                          {"split": split, "scene_index": q.image, "image_path": str(image_dir / q.image),
+                           "label": q.label, "kind": q.split or "pope", "question_id": q.question_id}))
+    counts = Counter(item.item_id for item in items)
+    if len(counts) != len(items):
+        repeated = sorted(i for i, n in counts.items() if n > 1)[:3]
+        raise ValueError(f"question ids repeat in the POPE file (first: {repeated}); every question_id must be "
+                         "unique, so records can be matched to questions")
+    if not items:
+        raise ValueError("the POPE file holds no questions; check the path (see clva_lite.benchmarks.load_pope)")
+    return items
 
 
 def _read_records(path: Path) -> dict[str, dict]:
@@ -120,24 +190,60 @@ def merge_records(items: Sequence[Item], record_files: Sequence[str | Path]) -> 
     return [merged[item.item_id] for item in items]
 
 
-def run_items_distributed(loaded, method: Method, items: Sequence[Item], records_dir: str | Path,
-                          **kwargs) -> list[dict] | None:
-    """Data-parallel ``run_items`` under ``accelerate launch``: each process answers its shard into
-    ``records_dir/<method>.rank<k>.jsonl``; after a barrier the main process merges and returns all records
-    (other processes return ``None``). Without accelerate's launcher this is one process doing everything.
-    Shard/merge correctness is unit-tested; a real multi-process CPU launch is not yet verified in CI.
+def process_state(loaded=None):
+    """accelerate's ``PartialState`` for this process, set up so that a CPU launch really is multi-process.
+
+    Why ``cpu=`` matters: ``PartialState()`` (cpu=False) picks its backend from the accelerator it finds. Under
+    ``torchrun --nproc_per_node 2`` or ``accelerate launch --multi_gpu --num_processes 2`` on a machine without
+    a GPU it finds none, so it sets ``distributed_type=NO`` and every process reports rank 0 of 1 (each then
+    answers *all* items). With ``cpu=True`` it reads RANK / WORLD_SIZE, sets up gloo and gives real ranks.
+    ``cpu`` is True when the model is on the CPU (or, without a model, when CUDA is unavailable).
+    A launcher that set WORLD_SIZE > 1 but still yields one process is an error, not a silent duplicate run.
     """
+    import os
+
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
-    records_dir = Path(records_dir)
-    own = records_dir / f"{method.name}.rank{state.process_index}.jsonl"
-    run_items(loaded, method, shard(items, state.process_index, state.num_processes), records_path=own,
-              **kwargs)
+    device = getattr(loaded, "device", None) if loaded is not None else None
+    cpu = device.type == "cpu" if device is not None else not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and state.num_processes != launched:
+        raise RuntimeError(
+            f"the launcher started {launched} processes (WORLD_SIZE) but accelerate sees {state.num_processes} "
+            f"(distributed_type={state.distributed_type}); on CPU launch with torchrun --nproc_per_node N or "
+            "accelerate launch --multi_gpu --num_processes N (not --cpu, which starts one process)"
+        )
+    return state
+
+
+def rank_files(records_dir: str | Path, stem: str, world_size: int) -> list[Path]:
+    """``records_dir/<stem>.rank<k>of<n>.jsonl`` for k in 0..n-1 (the world size is in the name, so a resumed
+    run with the same number of processes reuses its own shards and never mixes in another layout's)."""
+    return [Path(records_dir) / f"{stem}.rank{k}of{world_size}.jsonl" for k in range(world_size)]
+
+
+def run_items_distributed(loaded, method: Method, items: Sequence[Item], records_dir: str | Path, *,
+                          stem: str | None = None, **kwargs) -> list[dict] | None:
+    """Data-parallel ``run_items``: each process answers its round-robin shard into
+    ``records_dir/<stem>.rank<k>of<n>.jsonl`` (``stem`` defaults to the method name); after a barrier the main
+    process merges them and returns all records in ``items`` order (other processes return ``None``).
+
+    Launch with ``torchrun --nproc_per_node N`` or ``accelerate launch --multi_gpu --num_processes N`` (on a
+    machine without GPUs the latter also starts N CPU processes through torchrun). ``accelerate launch --cpu
+    --num_processes N`` is *not* a multi-process launch in accelerate 1.x: its simple launcher starts one process
+    (multi-CPU there means MPI with ``--mpirun_hostfile``). See :func:`process_state` for the rank-0 pitfall.
+    Without a launcher this is one process doing everything. Tested with 2 CPU processes in
+    ``tests/test_distributed.py``.
+    """
+    state = process_state(loaded)
+    files = rank_files(records_dir, stem or method.name, state.num_processes)
+    run_items(loaded, method, shard(items, state.process_index, state.num_processes),
+              records_path=files[state.process_index], **kwargs)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    files = [records_dir / f"{method.name}.rank{k}.jsonl" for k in range(state.num_processes)]
     return merge_records(items, files)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from .benchmarks import (
     MmeRecord,
     ObjectVocabulary,
@@ -15,6 +17,7 @@ from .benchmarks import (
     chair_metrics,
     mme_scores,
     paired_bootstrap_delta,
+    parse_mme_answer,
     parse_pope_answer,
     pope_metrics,
 )
@@ -104,11 +107,79 @@ def score_chair(records: Sequence[dict], metrics: Sequence[str] = CHAIR_METRICS)
     return {"n": len(records), **{m: with_ci(records, "chair", m) for m in metrics}}
 
 
-def score_mme(records: Sequence[dict]) -> dict:
-    """MME-style scores (acc, acc+, score per subtask; total) from toy MME records."""
+def score_mme(records: Sequence[dict], *, ci: bool = True, seed: int = 0) -> dict:
+    """MME-style scores (acc, acc+, score per subtask; total) from toy MME records (or any records with
+    ``kind`` = subtask, ``scene_index`` = image, ``question``, ``label``, ``response``).
+
+    Returns ``mme_scores``' dict (``{"subtasks": {name: {"acc", "acc_plus", "score", ...}}, "total",
+    "max_total"}``); with ``ci``, also ``"ci"``: ``{name: {"acc"|"acc_plus"|"score": {"value", "low", "high"}},
+    "total": {...}}``, 95 % percentile bootstrap over scenes (a scene's questions in every subtask are drawn
+    together, see :func:`mme_bootstrap`).
+    """
     mme_records = [MmeRecord(r["kind"], str(r["scene_index"]), r["question"], r["label"], r["response"])
                    for r in records]
-    return mme_scores(mme_records)
+    result = mme_scores(mme_records)
+    if ci:
+        result["ci"] = mme_bootstrap(records, list(result["subtasks"]), seed=seed)
+    return result
+
+
+def mme_scene_counts(records: Sequence[dict], subtasks: Sequence[str]) -> tuple[list, np.ndarray]:
+    """Per scene and subtask: (questions right, questions, 1 if every question right, 1 if asked at all).
+
+    Returns ``(scenes, counts)`` with counts of shape (n_scenes, len(subtasks), 4); MME's answer rule
+    (``parse_mme_answer``) decides what is right.
+    """
+    scenes = list(dict.fromkeys(str(r["scene_index"]) for r in records))
+    row = {scene: i for i, scene in enumerate(scenes)}
+    counts = np.zeros((len(scenes), len(subtasks), 4))
+    wrong = np.zeros((len(scenes), len(subtasks)), dtype=bool)
+    for r in records:
+        if r["kind"] not in subtasks:
+            continue
+        i, j = row[str(r["scene_index"])], list(subtasks).index(r["kind"])
+        right = parse_mme_answer(r["response"]) == str(r["label"]).strip().lower()
+        counts[i, j, 0] += right
+        counts[i, j, 1] += 1
+        counts[i, j, 3] = 1
+        wrong[i, j] |= not right
+    counts[..., 2] = counts[..., 3] * ~wrong
+    return scenes, counts
+
+
+def _mme_from_counts(totals: np.ndarray) -> dict[str, np.ndarray]:
+    """acc, acc+ and score per subtask from summed counts (..., S, 4); total over subtasks. NaN where empty."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(totals[..., 1] > 0, totals[..., 0] / totals[..., 1], np.nan)
+        acc_plus = np.where(totals[..., 3] > 0, totals[..., 2] / totals[..., 3], np.nan)
+    score = 100 * acc + 100 * acc_plus
+    return {"acc": acc, "acc_plus": acc_plus, "score": score, "total": score.sum(-1)}
+
+
+def mme_bootstrap(records: Sequence[dict], subtasks: Sequence[str], *, n_resamples: int = N_RESAMPLES,
+                  seed: int = 0, confidence: float = 0.95) -> dict:
+    """Scene-clustered percentile bootstrap of MME acc, acc+ and score per subtask, and of the total.
+
+    Each resample draws scenes with replacement (a scene drawn twice counts twice, in every subtask); resamples
+    in which a subtask has no image are left out of that subtask's interval.
+    """
+    _, counts = mme_scene_counts(records, subtasks)
+    if len(counts) == 0:
+        raise ValueError("no MME records to bootstrap")
+    point = _mme_from_counts(counts.sum(0))
+    draws = np.random.default_rng(seed).integers(0, len(counts), size=(n_resamples, len(counts)))
+    boot = _mme_from_counts(counts[draws].sum(1))  # (R, S) per metric, (R,) total
+    tail = (1 - confidence) / 2 * 100
+
+    def entry(value: float, samples: np.ndarray) -> dict:
+        samples = samples[np.isfinite(samples)]
+        low, high = np.percentile(samples, [tail, 100 - tail]) if len(samples) else (np.nan, np.nan)
+        return {"value": float(value), "low": float(low), "high": float(high)}
+
+    result = {name: {m: entry(point[m][j], boot[m][:, j]) for m in ("acc", "acc_plus", "score")}
+              for j, name in enumerate(subtasks)}
+    result["total"] = entry(point["total"], boot["total"])
+    return result
 
 
 def paired_delta(baseline: Sequence[dict], method: Sequence[dict], benchmark: str, name: str,

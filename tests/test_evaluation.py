@@ -132,3 +132,89 @@ def test_sharded_runs_merge_to_the_single_process_result(untrained, tmp_path):
         merge_records(items, files[:1])
     with pytest.raises(ValueError, match="more than one process"):
         merge_records(items, [files[0], files[0]])
+
+
+def _mme_record(scene, kind, label, response):
+    return {"id": f"{scene}-{kind}-{label}", "scene_index": scene, "kind": kind, "question": f"q {label}",
+            "label": label, "response": response}
+
+
+def test_mme_cis_resample_scenes_by_hand():
+    # scene 0: both right; scene 1: one right -> acc 3/4, acc+ 1/2, score 125. A resample holds scene 0 twice
+    # (score 200), scene 1 twice (score 50) or one of each (125), each with chance 1/4, 1/4, 1/2.
+    records = [_mme_record(0, "color", "yes", "yes"), _mme_record(0, "color", "no", "no"),
+               _mme_record(1, "color", "yes", "yes"), _mme_record(1, "color", "no", "yes")]
+    scores = score_mme(records)
+    assert scores["subtasks"]["color"]["acc"] == pytest.approx(0.75)
+    ci = scores["ci"]["color"]
+    assert ci["acc"]["value"] == pytest.approx(0.75) and ci["acc_plus"]["value"] == pytest.approx(0.5)
+    assert (ci["score"]["value"], ci["score"]["low"], ci["score"]["high"]) == pytest.approx((125.0, 50.0, 200.0))
+    assert scores["ci"]["total"]["value"] == pytest.approx(scores["total"])
+    assert "ci" not in score_mme(records, ci=False)
+
+
+def test_mme_ci_draws_a_scene_in_every_subtask_together():
+    # scene 0 right in both subtasks, scene 1 wrong in both: each subtask scores 50 + 50, total 200; a resample
+    # (rows of counts = scenes, all subtasks together) totals 0, 200 or 400
+    records = [_mme_record(s, kind, label, label if s == 0 else "other") for s in (0, 1)
+               for kind in ("existence", "count") for label in ("yes", "no")]
+    scores = score_mme(records)
+    from clva_lite.scoring import mme_scene_counts
+
+    scenes, counts = mme_scene_counts(records, ["existence", "count"])
+    assert scenes == ["0", "1"] and counts.shape == (2, 2, 4)
+    assert counts[0, 0].tolist() == [2, 2, 1, 1] and counts[1, 1].tolist() == [0, 2, 0, 1]
+    total = scores["ci"]["total"]
+    assert (total["value"], total["low"], total["high"]) == pytest.approx((200.0, 0.0, 400.0))
+
+
+def test_items_read_images_from_files_with_clear_errors(tmp_path):
+    from PIL import Image
+
+    from clva_lite.benchmarks import PopeQuestion
+    from clva_lite.evaluation import Item, check_images, load_image, pope_file_items
+
+    Image.new("L", (5, 4), 7).save(tmp_path / "a.png")
+    item = Item("x", "is there a star ?", "test", {"image_path": str(tmp_path / "a.png"), "scene_index": "a.png"})
+    image = item.image()
+    assert image.mode == "RGB" and image.size == (5, 4) and image.getpixel((0, 0)) == (7, 7, 7)
+    with pytest.raises(FileNotFoundError, match=r"image file not found: .*b\.png; check --image-dir"):
+        load_image(tmp_path / "b.png")
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(ValueError, match=r"cannot read image .*bad\.png"):
+        load_image(tmp_path / "bad.png")
+    questions = [PopeQuestion(k, name, "is there a star ?", "yes", "popular")
+                 for k, name in enumerate(["a.png", "a.png", "b.png", "c.png"])]
+    items = pope_file_items(questions, tmp_path, limit=2)
+    assert [i.item_id for i in items] == ["pope-popular-0", "pope-popular-1", "pope-popular-2"]
+    assert items[2].meta == {"split": "test", "scene_index": "b.png", "image_path": str(tmp_path / "b.png"),
+                             "label": "yes", "kind": "popular", "question_id": 2}
+    with pytest.raises(FileNotFoundError, match=r"1 image file\(s\) not found, first: .*b\.png"):
+        check_images(items)
+    with pytest.raises(ValueError, match="question ids repeat"):
+        pope_file_items(questions[:1] * 2, tmp_path)
+    with pytest.raises(ValueError, match="limit=0"):
+        pope_file_items(questions, tmp_path, limit=0)
+
+
+def test_process_state_refuses_a_launch_it_cannot_see(monkeypatch, untrained):
+    import accelerate
+
+    from clva_lite.evaluation import process_state
+
+    class OneProcess:  # what PartialState() reports under torchrun on a CPU machine without cpu=True
+        def __init__(self, cpu=False):
+            self.cpu, self.num_processes, self.distributed_type = cpu, 1, "NO"
+
+    monkeypatch.setattr(accelerate, "PartialState", OneProcess)
+    assert process_state(untrained).cpu is True  # the model is on the CPU, so gloo on CPU is asked for
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="started 2 processes .* accelerate sees 1"):
+        process_state(untrained)
+
+
+def test_rank_files_name_the_world_size(tmp_path):
+    from clva_lite.evaluation import rank_files
+
+    assert [p.name for p in rank_files(tmp_path, "pope-vanilla", 2)] == ["pope-vanilla.rank0of2.jsonl",
+                                                                        "pope-vanilla.rank1of2.jsonl"]
