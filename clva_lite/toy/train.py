@@ -65,6 +65,16 @@ class TrainConfig:
                    instruct_steps=40, held_out_scenes=64)
 
 
+def tiny_training_config(seed: int = 0) -> TrainConfig:
+    """All four stages in about half a minute on one CPU thread: for notebook 07 and CI, not for a usable model.
+
+    Every stage runs at least 30 steps, so its logged ``first_loss`` (mean of the first 10 steps) and
+    ``final_loss`` (mean of the last 20) come from different steps. One thread: steady timing on a shared machine.
+    """
+    return TrainConfig(seed=seed, train_scenes=128, batch_size=8, turns=2, vision_steps=60, language_steps=40,
+                       align_steps=30, instruct_steps=40, held_out_scenes=32, threads=1)
+
+
 @dataclass
 class TrainingData:
     """Rendered train scenes: pixels (N, 3, 64, 64) in the processor's normalisation, patch labels (N, 64)."""
