@@ -28,3 +28,18 @@ __all__ = [
     "pai_method", "record_prefill", "vanilla", "vcd_method", "vcd_processor",
 ]
 __version__ = "0.1.0"
+
+# Submodules reachable as attributes (``clva_lite.plots``...) without importing matplotlib etc. up front.
+_SUBMODULES = (
+    "ablation", "analysis", "baselines", "bench", "benchmarks", "calibration", "comparison", "drift", "evaluation",
+    "grounding", "interface", "loading", "methods", "plots", "prompts", "real", "runners", "scoring", "sensitivity",
+    "sweep", "tiny", "toy", "visual", "widgets",
+)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'clva_lite' has no attribute {name!r}")

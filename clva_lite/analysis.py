@@ -154,25 +154,37 @@ def anchor_distribution(visual: torch.Tensor, heads: torch.Tensor) -> torch.Tens
     return p[..., heads, :].mean(-2)
 
 
+def anchor_correlations(visual: torch.Tensor, classes: HeadClasses, early: list[int], intermediate: list[int]
+                        ) -> dict[str, torch.Tensor]:
+    """Per prompt and layer: how much each layer's visual attention looks like each anchor.
+
+    visual: (N, L, H, V) raw visual attention of N prompts (or decoding steps). The negative anchor is the mean
+    visual distribution of the early band's insensitive heads, the positive anchor that of the intermediate band's
+    sensitive heads, both of the same prompt. Returns ``early_insensitive`` and ``mid_sensitive``, each (N, L):
+    the Pearson correlation between the layer's head-mean visual distribution and the anchor.
+    """
+    negative = anchor_distribution(visual, classes.insensitive(early))  # (N, V)
+    positive = anchor_distribution(visual, classes.sensitive(intermediate))
+    layer_mean = normalise_visual(visual).mean(-2)  # (N, L, V)
+    return {"early_insensitive": pearson(layer_mean, negative.unsqueeze(1)),
+            "mid_sensitive": pearson(layer_mean, positive.unsqueeze(1))}
+
+
 def drift_curves(visual: torch.Tensor, classes: HeadClasses, early: list[int], intermediate: list[int]
                  ) -> dict[str, torch.Tensor]:
     """Fig. 2b: per-layer correlation with the early-insensitive and mid-sensitive anchors, and entropy.
 
     visual: (N, L, H, V) raw visual attention of N prompts (or steps). Returns, each of shape (L,):
-    ``corr_early_insensitive`` and ``corr_mid_sensitive`` (mean over N of the Pearson correlation between the
-    layer's mean visual distribution and the anchor), and ``entropy_sensitive`` (mean normalised entropy of each
-    layer's top-share heads, chosen by the same rule within the layer).
+    ``corr_early_insensitive`` and ``corr_mid_sensitive`` (mean over N of :func:`anchor_correlations`), and
+    ``entropy_sensitive`` (mean normalised entropy of each layer's top-share heads, chosen by the same rule
+    within the layer).
     """
-    negative = anchor_distribution(visual, classes.insensitive(early))  # (N, V)
-    positive = anchor_distribution(visual, classes.sensitive(intermediate))
-    layer_mean = normalise_visual(visual).mean(-2)  # (N, L, V)
-    corr_early = pearson(layer_mean, negative.unsqueeze(1)).mean(0)
-    corr_mid = pearson(layer_mean, positive.unsqueeze(1)).mean(0)
+    correlations = anchor_correlations(visual, classes, early, intermediate)
     entropy = normalised_entropy(visual)  # (N, L, H)
     per_layer_sensitive = torch.stack([classes.sensitive([layer])[layer] for layer in range(visual.shape[1])])
     entropy_sensitive = (entropy * per_layer_sensitive).sum(-1) / per_layer_sensitive.sum(-1)
     return {
-        "corr_early_insensitive": corr_early,
-        "corr_mid_sensitive": corr_mid,
+        "corr_early_insensitive": correlations["early_insensitive"].mean(0),
+        "corr_mid_sensitive": correlations["mid_sensitive"].mean(0),
         "entropy_sensitive": entropy_sensitive.mean(0),
     }

@@ -61,3 +61,50 @@ def format_report(report: dict) -> str:
     lines.append(f"mean r with the early-insensitive (noise) pattern: intermediate "
                  f"{mean(early, bands['intermediate']):.3f}, deep {mean(early, bands['deep']):.3f}")
     return "\n".join(lines)
+
+
+POPE_OUTCOMES = {("yes", "no"): "hallucination (FP)", ("no", "no"): "correct no (TN)",
+                 ("yes", "yes"): "correct yes (TP)", ("no", "yes"): "missed (FN)"}
+
+
+def pope_outcome(prediction: str, label: str) -> str:
+    """Name of the outcome of one POPE answer, e.g. ``"hallucination (FP)"`` for "yes" to an absent object."""
+    if (prediction, label) not in POPE_OUTCOMES:
+        raise ValueError(f"prediction and label must be 'yes'/'no', got {prediction!r}, {label!r}")
+    return POPE_OUTCOMES[(prediction, label)]
+
+
+def drift_by_outcome(visual: torch.Tensor, records: list[dict], classes, bands: dict[str, list[int]],
+                     seed: int = 0):
+    """Deep-layer agreement with each anchor, grouped by how the question was answered.
+
+    visual: (N, L, H, V) last-prompt-token attention of the N questions of ``records`` (same order). Returns a
+    DataFrame, one row per outcome: ``n``, and for each anchor the mean over questions of the deep band's
+    Pearson r with it, with a 95 % bootstrap CI (resampling scenes, since questions about one scene are
+    not independent).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .analysis import anchor_correlations
+    from .benchmarks import bootstrap_ci, parse_pope_answer
+
+    if visual.shape[0] != len(records):
+        raise ValueError(f"{visual.shape[0]} attention rows but {len(records)} records; pass them in the same order")
+    correlations = anchor_correlations(visual, classes, bands["early"], bands["intermediate"])
+    deep = {name: values[:, bands["deep"]].mean(1).numpy() for name, values in correlations.items()}
+    outcomes = np.array([pope_outcome(parse_pope_answer(r["response"]), r["label"]) for r in records])
+    rows = []
+    for outcome in POPE_OUTCOMES.values():
+        index = np.flatnonzero(outcomes == outcome)
+        row = {"outcome": outcome, "n": len(index)}
+        for name, label in (("early_insensitive", "deep r with A- (noise)"), ("mid_sensitive", "deep r with A+")):
+            if len(index) >= 2:
+                items = [{"value": float(deep[name][i]), "scene": records[i].get("scene_index", i)} for i in index]
+                value, low, high = bootstrap_ci(items, lambda rs: float(np.mean([r["value"] for r in rs])),
+                                                n_resamples=1000, seed=seed, cluster_key="scene")
+                row[label] = f"{value:.3f} [{low:.3f}, {high:.3f}]"
+            else:
+                row[label] = "n < 2"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("outcome")

@@ -69,6 +69,7 @@ class AttentionState:
     observers: list[Observer] = field(default_factory=list)
     intervention: Intervention | None = None
     paused: int = 0
+    pinned: int = 0  # active attachments that were given inputs (their span must not be swapped under them)
     step: int = -1
     original_implementation: str | None = None
 
@@ -221,7 +222,7 @@ def attached(model, span: VisualSpan | None = None, *, observer: Observer | None
                 "Load the model with attn_implementation='sdpa' (or 'eager')."
             )
         state = AttentionState(span=span, first_layer=0, original_implementation=original)
-    elif span is not None and state.span is not None and not span.same_as(state.span):
+    elif span is not None and state.pinned and state.span is not None and not span.same_as(state.span):
         raise ValueError(
             "a capture or intervention is already attached to this model for other inputs; nest contexts only "
             "over the same inputs"
@@ -234,14 +235,18 @@ def attached(model, span: VisualSpan | None = None, *, observer: Observer | None
             _STATES[key] = state
             handle = model.register_forward_pre_hook(_span_hook(model, state), with_kwargs=True)
             model.set_attn_implementation({"text_config": ATTENTION_NAME})
-        if span is not None and state.span is None:
-            state.span = span
+        if span is not None:
+            if not state.pinned:
+                state.span = span
+            state.pinned += 1
         if observer is not None:
             state.observers.append(observer)
         if intervention is not None:
             state.intervention = intervention
         yield state
     finally:
+        if span is not None:
+            state.pinned -= 1
         if observer is not None and observer in state.observers:
             state.observers.remove(observer)
         if intervention is not None and state.intervention is intervention:

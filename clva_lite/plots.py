@@ -125,3 +125,96 @@ def attention_before_after(before: torch.Tensor, after: torch.Tensor, grid: tupl
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def _overlay(ax, heat: np.ndarray, grid: tuple[int, int], image=None) -> None:
+    if image is not None:
+        ax.imshow(np.asarray(image.resize((grid[1] * 16, grid[0] * 16))))
+        ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, grid[1] * 16, grid[0] * 16, 0))
+    else:
+        ax.imshow(heat, cmap="inferno")
+
+
+def attention_maps(maps, titles, grid: tuple[int, int], image=None, *, suptitle: str | None = None):
+    """Several (V,) distributions over the image side by side (e.g. anchors, or deep attention per alpha)."""
+    maps = list(maps)
+    if len(maps) != len(titles):
+        raise ValueError(f"{len(maps)} maps but {len(titles)} titles")
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.9), squeeze=False)
+    for ax, data, name in zip(axes[0], maps, titles):
+        _overlay(ax, _np(data).reshape(grid), grid, image)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def head_class_map(classes, bands: dict[str, list[int]], title: str = "Head classes used by CLVA's anchors"):
+    """(L, H) visual shares with the anchors' heads marked: S = sensitive (A+ / deep), I = insensitive (A-)."""
+    share = _np(classes.visual_share)
+    labels = np.full(share.shape, "", dtype=object)
+    for name, layers in bands.items():
+        if name in ("intermediate", "deep"):
+            labels[_np(classes.sensitive(layers)).astype(bool)] = "S"
+        if name == "early":
+            labels[_np(classes.insensitive(layers)).astype(bool)] = "I"
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * share.shape[1] + 2), max(3.0, 0.35 * share.shape[0] + 1.2)))
+    sns.heatmap(share, annot=labels, fmt="", cmap="viridis", vmin=0, vmax=1, ax=ax, cbar_kws={"label": "visual share"})
+    for name, layers in bands.items():
+        ax.text(share.shape[1] + 0.1, float(np.mean(layers)) + 0.5, name, va="center", fontsize=8)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def metric_curves(table, x: str, metrics, *, title: str = "", xlabel: str | None = None):
+    """Line plot of some columns of a DataFrame against column ``x`` (one panel per metric)."""
+    metrics = list(metrics)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 2.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        ax.plot(table[x], table[metric], marker="o")
+        ax.set_xlabel(xlabel or x)
+        ax.set_title(metric, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def delta_forest(deltas, title: str = "Method minus vanilla (paired, 95 % CI)"):
+    """Forest plot of paired deltas. deltas: DataFrame with columns method, metric, value, low, high."""
+    metrics = list(dict.fromkeys(deltas["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 0.45 * deltas["method"].nunique() + 1.4),
+                             squeeze=False, sharey=True)
+    for ax, metric in zip(axes[0], metrics):
+        rows = deltas[deltas["metric"] == metric]
+        y = np.arange(len(rows))
+        ax.errorbar(rows["value"], y, xerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]], fmt="o",
+                    capsize=3)
+        ax.axvline(0, color="gray", lw=0.8, ls="--")
+        ax.set_yticks(y, rows["method"])
+        ax.set_title(metric, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def anchor_agreement_by_step(correlations: dict[str, torch.Tensor], layers: list[int], tokens: list[str],
+                             title: str = "Deep-layer agreement with each anchor, token by token"):
+    """correlations: ``anchor_correlations`` of one generation, each (steps, L); plotted as the mean over ``layers``."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(tokens) + 1.5), 3.0))
+    names = {"early_insensitive": ("A- (early insensitive: noise)", "tab:green"),
+             "mid_sensitive": ("A+ (mid sensitive: anchor)", "tab:red")}
+    for key, (label, colour) in names.items():
+        ax.plot(_np(correlations[key])[:, layers].mean(1), marker="o", color=colour, label=label)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=60, fontsize=7)
+    ax.set_ylabel(f"Pearson r, layers {layers[0]}-{layers[-1]}")
+    ax.axhline(0, color="gray", lw=0.6)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
