@@ -162,8 +162,9 @@ def head_class_map(classes, bands: dict[str, list[int]], title: str = "Head clas
             labels[_np(classes.insensitive(layers)).astype(bool)] = "I"
     fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * share.shape[1] + 2), max(3.0, 0.35 * share.shape[0] + 1.2)))
     sns.heatmap(share, annot=labels, fmt="", cmap="viridis", vmin=0, vmax=1, ax=ax, cbar_kws={"label": "visual share"})
-    for name, layers in bands.items():
-        ax.text(share.shape[1] + 0.1, float(np.mean(layers)) + 0.5, name, va="center", fontsize=8)
+    band_of = {layer: name for name, layers in bands.items() for layer in layers}
+    ax.set_yticks(np.arange(share.shape[0]) + 0.5,
+                  [f"{layer} {band_of.get(layer, '')}".strip() for layer in range(share.shape[0])], rotation=0)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=10)
