@@ -19,10 +19,19 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if union == 0 else int((a & b).sum()) / union
 
 
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks of the flattened values, tied values sharing their average rank (as ``scipy.stats.rankdata``)."""
+    x = x.detach().flatten().cpu()
+    ranks = torch.empty(x.numel(), dtype=torch.float64)
+    ranks[x.argsort(stable=True)] = torch.arange(x.numel(), dtype=torch.float64)
+    _, tie, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    return torch.zeros(counts.numel(), dtype=torch.float64).index_add_(0, tie, ranks)[tie] / counts[tie]
+
+
 def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Spearman rank correlation of two equally shaped tensors (flattened; ties broken by order)."""
-    rx = x.flatten().argsort().argsort().double()
-    ry = y.flatten().argsort().argsort().double()
+    """Spearman rank correlation of two equally shaped tensors (flattened; ties get their average rank, so a
+    constant tensor correlates 0 with anything)."""
+    rx, ry = _ranks(x), _ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     return float((rx * ry).sum() / (rx.norm() * ry.norm()).clamp_min(1e-12))
 
@@ -63,14 +72,19 @@ def per_input_agreement(shares: torch.Tensor, classes: HeadClasses, layers: list
                         ) -> torch.Tensor:
     """(N,) Jaccard overlap between each prompt's own head choice and the calibrated one, within ``layers``.
 
-    Each prompt's choice uses the same rule on that prompt's visual shares alone (what
-    ``CLVAConfig(head_source="per-input")`` does).
+    Each prompt's choice uses the same rule on that prompt's visual shares alone, layer by layer (what
+    ``CLVAConfig(head_source="per-input")`` does: top/bottom ``fraction`` of each layer's heads); the calibrated
+    choice is the band-wide one CLVA's calibrated mode uses.
     """
     if kind not in ("sensitive", "insensitive"):
         raise ValueError(f"kind must be 'sensitive' or 'insensitive', not {kind!r}")
     reference = getattr(classes, kind)(layers)
-    return torch.tensor([jaccard(getattr(_classes(shares[i:i + 1], classes), kind)(layers), reference)
-                         for i in range(shares.shape[0])])
+
+    def own_choice(i: int) -> torch.Tensor:
+        own = getattr(_classes(shares[i:i + 1], classes), kind)
+        return torch.stack([own([layer]) for layer in layers]).any(0)
+
+    return torch.tensor([jaccard(own_choice(i), reference) for i in range(shares.shape[0])])
 
 
 def compare_rules(visual_share: torch.Tensor, bands: dict[str, list[int]], *, fraction: float = 0.25,
