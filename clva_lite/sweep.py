@@ -11,7 +11,9 @@ from .analysis import HeadClasses
 from .clva import CLVAConfig
 from .evaluation import Item, run_items
 from .methods import clva_method
-from .scoring import metric_function
+from .scoring import CHAIR_METRICS, POPE_METRICS, metric_function, with_chair_counts
+
+METRICS = {"pope": POPE_METRICS, "chair": CHAIR_METRICS}
 
 
 def sweep_weights(loaded, heads: HeadClasses, items: Sequence[Item], alphas: Sequence[float],
@@ -19,9 +21,15 @@ def sweep_weights(loaded, heads: HeadClasses, items: Sequence[Item], alphas: Seq
                   base: CLVAConfig | None = None, batch_size: int = 64, max_new_tokens: int = 3) -> dict:
     """``metric`` for every (alpha, beta); items must not come from the test split.
 
-    Returns ``{"values": (len(alphas), len(betas)) array, "best": (alpha, beta), "split": ...}``; the best point
-    maximises the metric (minimises it for CHAIR metrics).
+    ``benchmark="pope"`` (items: yes/no questions, metric in ``POPE_METRICS``) or ``"chair"`` (items: caption
+    requests with ``truth``, metric in ``CHAIR_METRICS``; give captions room, e.g. ``max_new_tokens=24``).
+    Returns ``{"values": (len(alphas), len(betas)) array, "alphas", "betas", "benchmark", "metric",
+    "best": (alpha, beta), "split": ...}``; the best point maximises the metric (minimises CHAIR_s / CHAIR_i).
     """
+    if benchmark not in METRICS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; use one of {sorted(METRICS)}")
+    if metric not in METRICS[benchmark]:
+        raise ValueError(f"unknown {benchmark} metric {metric!r}; use one of {METRICS[benchmark]}")
     splits = sorted({item.split for item in items})
     if "test" in splits:
         raise ValueError("the alpha/beta sweep must not see the test split; sweep on the calibration split")
@@ -34,12 +42,10 @@ def sweep_weights(loaded, heads: HeadClasses, items: Sequence[Item], alphas: Seq
         records = run_items(loaded, clva_method(config, heads), items, batch_size=batch_size,
                             max_new_tokens=max_new_tokens, desc=f"alpha={alphas[i]:g} beta={betas[j]:g}")
         if benchmark == "chair":
-            from .scoring import with_chair_counts
-
             records = with_chair_counts(records)
         values[i, j] = score(records)
     lower_is_better = benchmark == "chair" and metric.startswith("chair")
     flat = values.argmin() if lower_is_better else values.argmax()
     i, j = np.unravel_index(flat, values.shape)
-    return {"values": values, "alphas": list(alphas), "betas": list(betas), "metric": metric,
+    return {"values": values, "alphas": list(alphas), "betas": list(betas), "benchmark": benchmark, "metric": metric,
             "best": (float(alphas[i]), float(betas[j])), "split": ",".join(splits)}

@@ -97,6 +97,12 @@ def test_sweep_refuses_the_test_split(untrained):
     result = sweep_weights(untrained, heads, caption_items("calibration", 2), [0.0, 1.0], [0.0],
                            benchmark="chair", metric="chair_s", max_new_tokens=3)
     assert result["values"].shape == (2, 1) and result["split"] == "calibration"
+    assert result["benchmark"] == "chair" and result["best"][1] == 0.0
+    assert result["best"][0] == [0.0, 1.0][int(np.argmin(result["values"][:, 0]))]  # lowest CHAIR_s wins
+    with pytest.raises(ValueError, match="unknown chair metric 'f1'"):
+        sweep_weights(untrained, heads, caption_items("calibration", 2), [0.0], [0.0], benchmark="chair")
+    with pytest.raises(ValueError, match="unknown benchmark 'mme'"):
+        sweep_weights(untrained, heads, caption_items("calibration", 2), [0.0], [0.0], benchmark="mme")
 
 
 def test_quick_training_loss_falls():
@@ -218,3 +224,27 @@ def test_rank_files_name_the_world_size(tmp_path):
 
     assert [p.name for p in rank_files(tmp_path, "pope-vanilla", 2)] == ["pope-vanilla.rank0of2.jsonl",
                                                                         "pope-vanilla.rank1of2.jsonl"]
+
+
+def test_demo_chair_grid_is_on_calibration_captions_and_saved(untrained, tmp_path, monkeypatch):
+    from clva_lite import demo
+
+    monkeypatch.setattr(demo, "CHAIR_CALIBRATION_SCENES", 2)
+    monkeypatch.setattr(demo, "ALPHAS", (0.0, 1.0))
+    monkeypatch.setattr(demo, "BETAS", (0.0,))
+    heads = calibrate_heads(untrained, [pope_questions("calibration", 4, "random")[0].scene.image()],
+                            ["is there a star in the image ?"], split="calibration")
+    sweep = demo.chair_grid(untrained, heads, tmp_path)
+    assert sweep["values"].shape == (2, 1) and sweep["split"] == "calibration" and sweep["metric"] == "chair_s"
+    assert (tmp_path / "alpha_beta_chair_s_calibration.png").stat().st_size > 1000
+
+
+def test_demo_grid_table_marks_the_chosen_point():
+    from clva_lite.demo import grid_table
+
+    grid = {"alphas": [0.0, 1.0], "betas": [0.0, 2.0], "chosen": [1.0, 0.0],
+            "pope_adversarial_f1": [[0.5, 0.25], [0.75, 0.125]], "chair_s": [[0.1, 0.2], [0.3, 0.4]]}
+    lines = grid_table(grid)
+    assert lines[0] == "| alpha \\ beta | 0 | 2 |"
+    assert lines[3] == "| 1 | F1 0.750, CHAIR_s 0.300 (chosen) | F1 0.125, CHAIR_s 0.400 |"
+    assert sum("(chosen)" in line for line in lines) == 1
