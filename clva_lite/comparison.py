@@ -84,14 +84,15 @@ def chair_deltas(records: dict[str, list[dict]], baseline: str = "vanilla", metr
     return pd.DataFrame(rows)
 
 
-def verdicts(deltas: pd.DataFrame, lower_is_better: Sequence[str] = ("chair",)) -> list[str]:
+def verdicts(deltas: pd.DataFrame, lower_is_better: Sequence[str] = ("chair",), baseline: str = "vanilla"
+             ) -> list[str]:
     """One sentence per delta row saying whether its 95 % CI excludes 0 and in which direction it points."""
     lines = []
     for row in deltas.itertuples():
         lower = any(tag in row.metric.lower() for tag in lower_is_better)
         if row.low > 0 or row.high < 0:
             better = (row.value < 0) == lower
-            verdict = "better than vanilla" if better else "worse than vanilla"
+            verdict = f"better than {baseline}" if better else f"worse than {baseline}"
         else:
             verdict = "no difference the CI can resolve"
         lines.append(f"{row.method:>8} {row.metric:<22} {row.value:+6.1f} [{row.low:+.1f}, {row.high:+.1f}] "
