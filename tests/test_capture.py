@@ -113,3 +113,15 @@ def test_visual_grid(untrained):
     span = clva_lite.find_visual_span(untrained, inputs)
     assert span.grid == (8, 8) and span.num_visual == 64
     assert int(span.system.sum()) == 1  # <s>
+
+
+def test_qwen2_vl_grid_survives_generate(tiny_dirs):
+    # generate's prefill may not hand image_grid_thw to the forward by keyword; the grid of the caller's inputs stays.
+    loaded = clva_lite.load_model(tiny_dirs["qwen2-vl"], device="cpu")
+    inputs = loaded.inputs([generate_scene("calibration", 1).image()], ["is there a star in the image ?"])
+    with clva_lite.capture(loaded, inputs) as forward_rec:
+        loaded.model(**inputs)
+    with clva_lite.capture(loaded, inputs) as generate_rec:
+        loaded.model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert forward_rec.span.grid is not None
+    assert generate_rec.span.grid == forward_rec.span.grid
