@@ -48,3 +48,22 @@ def test_card_records_are_the_models_answers(toy, card):
         chosen = [r for r in sample if (r["kind"] == "caption") == (kind == "caption")]
         again = run_items(toy, vanilla(), [items[r["id"]] for r in chosen], batch_size=64, max_new_tokens=max_new)
         assert [r["response"] for r in again] == [r["response"] for r in chosen]
+
+
+def test_rescoring_the_card_rebuilds_its_numbers_from_the_records(card, tmp_path):
+    import shutil
+
+    from clva_lite.toy.card import rescore_model_card
+
+    folder, metrics = card
+    for name in ("card_records.jsonl", "card_metrics.json", "training_log.json", "README.md"):
+        shutil.copy(folder / name, tmp_path / name)
+    stale = json.loads((tmp_path / "card_metrics.json").read_text())
+    stale["chair"]["chair_s"]["value"] = 0.99
+    (tmp_path / "card_metrics.json").write_text(json.dumps(stale))
+    rescore_model_card(tmp_path)
+    assert json.loads((tmp_path / "card_metrics.json").read_text()) == metrics
+    assert (tmp_path / "README.md").read_text() == (folder / "README.md").read_text()
+    (tmp_path / "card_records.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match="python -m clva_lite.toy card"):
+        rescore_model_card(tmp_path)

@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     card = commands.add_parser("card", help="evaluate a trained toy model on the test split and write its card")
     card.add_argument("--model", default="data/toy-llava")
     card.add_argument("--scenes", type=int, default=500, help="test scenes per benchmark")
+    card.add_argument("--rescore", action="store_true",
+                      help="re-score the saved card records with the current metric code (no model run)")
     args = parser.parse_args(argv)
 
     if args.command == "train":
@@ -27,9 +29,9 @@ def main(argv: list[str] | None = None) -> None:
         train_toy_model(config, out=args.out)
         print(f"trained in {time.time() - start:.0f} s -> {args.out}")
     else:
-        from .card import write_model_card
+        from .card import rescore_model_card, write_model_card
 
-        path = write_model_card(args.model, n_scenes=args.scenes)
+        path = rescore_model_card(args.model) if args.rescore else write_model_card(args.model, n_scenes=args.scenes)
         print(f"wrote {path}")
 
 

@@ -130,6 +130,24 @@ def render_card(scores: dict, training: dict) -> str:
     return "\n".join(lines)
 
 
+def rescore_model_card(model: str | Path = "data/toy-llava") -> Path:
+    """Re-score the saved ``card_records.jsonl`` with the current metric code and rewrite the card, without running
+    the model (after a change to the scoring, e.g. new CIs). ``tests/test_toy_model.py`` checks that the records
+    are still the model's answers."""
+    folder = Path(model)
+    metrics_path = folder / "card_metrics.json"
+    if not (folder / "card_records.jsonl").exists() or not metrics_path.exists():
+        raise FileNotFoundError(f"{folder} holds no card records/metrics; run `python -m clva_lite.toy card` first")
+    records = read_card_records(folder)
+    n_scenes = json.loads(metrics_path.read_text())["n_scenes"]
+    scores = score_records(records["pope"], records["mme"], records["captions"], n_scenes)
+    training = json.loads((folder / "training_log.json").read_text()) if (folder / "training_log.json").exists() \
+        else {}
+    metrics_path.write_text(json.dumps(scores, indent=2) + "\n")
+    (folder / "README.md").write_text(render_card(scores, training))
+    return folder / "README.md"
+
+
 def write_model_card(model: str | Path = "data/toy-llava", n_scenes: int = 300) -> Path:
     folder = Path(model)
     records_path = folder / "card_records.jsonl"
