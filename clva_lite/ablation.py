@@ -11,29 +11,24 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from .analysis import HeadClasses
+from .analysis import HeadClasses, anchor_distribution, normalise_visual, pearson
 from .benchmarks import parse_pope_answer, pope_metrics
 from .calibration import record_prefill
 from .clva import CLVAConfig, clva
-from .evaluation import Item, run_items
+from .comparison import evaluate_methods
+from .evaluation import Item
+from .grounding import on_object_share
 from .methods import Method
 from .scoring import CHAIR_METRICS, metric_function, with_chair_counts
-
-
-def _check_items(items: Sequence[Item]) -> None:
-    if not items:
-        raise ValueError("no items to evaluate; check the split and the number of scenes")
 
 
 def pope_table(loaded, methods: Sequence[Method], items: Sequence[Item], *, batch_size: int = 64) -> pd.DataFrame:
     """One row per method: POPE accuracy, precision, recall, F1, yes-ratio and the count of hallucinations
     (``fp``: "yes" to an absent object), all on the same ``items``."""
-    _check_items(items)
     rows = []
-    for method in methods:
-        records = run_items(loaded, method, items, batch_size=batch_size, max_new_tokens=3, desc=method.name)
+    for name, records in evaluate_methods(loaded, methods, items, max_new_tokens=3, batch_size=batch_size).items():
         metrics = pope_metrics([parse_pope_answer(r["response"]) for r in records], [r["label"] for r in records])
-        rows.append({"method": method.name, **{k: metrics[k] for k in
+        rows.append({"method": name, **{k: metrics[k] for k in
                                                 ("accuracy", "precision", "recall", "f1", "yes_ratio", "fp", "n")}})
     return pd.DataFrame(rows).set_index("method")
 
@@ -41,12 +36,11 @@ def pope_table(loaded, methods: Sequence[Method], items: Sequence[Item], *, batc
 def caption_table(loaded, methods: Sequence[Method], items: Sequence[Item], *, batch_size: int = 64,
                   max_new_tokens: int = 24) -> pd.DataFrame:
     """One row per method: CHAIR_s, CHAIR_i, object recall and mean caption length on the same caption items."""
-    _check_items(items)
     rows = []
-    for method in methods:
-        records = with_chair_counts(run_items(loaded, method, items, batch_size=batch_size,
-                                              max_new_tokens=max_new_tokens, desc=method.name))
-        rows.append({"method": method.name, **{m: metric_function("chair", m)(records) for m in CHAIR_METRICS},
+    answers = evaluate_methods(loaded, methods, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    for name, records in answers.items():
+        records = with_chair_counts(records)
+        rows.append({"method": name, **{m: metric_function("chair", m)(records) for m in CHAIR_METRICS},
                      "n": len(records)})
     return pd.DataFrame(rows).set_index("method")
 
@@ -72,9 +66,6 @@ def anchoring_effect(loaded, images: list, questions: list[str], configs: dict[s
     are read before the deep layers, so CLVA does not change them), and, with ``masks`` (N, V), the deep layers'
     share of visual attention on object patches.
     """
-    from .analysis import anchor_distribution, normalise_visual, pearson
-    from .grounding import on_object_share
-
     stock = attention_with(loaded, images, questions)
     positive = anchor_distribution(stock, heads.sensitive(bands["intermediate"]))  # (N, V)
     negative = anchor_distribution(stock, heads.insensitive(bands["early"]))

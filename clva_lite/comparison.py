@@ -52,7 +52,7 @@ def mme_summary(records: dict[str, list[dict]]) -> pd.DataFrame:
     """Rows: method; columns: MME-style score per subtask (max 200) and the total (max 800 for four)."""
     rows = {}
     for name, method_records in records.items():
-        scores = score_mme(method_records)
+        scores = score_mme(method_records, ci=False)
         rows[name] = {**{k: round(v["score"], 1) for k, v in scores["subtasks"].items()},
                       "total": round(scores["total"], 1)}
     return pd.DataFrame.from_dict(rows, orient="index")

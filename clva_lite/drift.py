@@ -6,16 +6,20 @@ fits head classes on it and returns the per-layer curves; ``python -m clva_lite 
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
 
 from .analysis import (
     DEFAULT_BANDS,
+    anchor_correlations,
     band_layers,
     drift_curves,
     fit_head_classes,
     group_share_matrix,
     visual_attention_share,
 )
+from .benchmarks import bootstrap_ci, parse_pope_answer
 from .calibration import record_prefill
 
 
@@ -83,12 +87,6 @@ def drift_by_outcome(visual: torch.Tensor, records: list[dict], classes, bands: 
     Pearson r with it, with a 95 % bootstrap CI (resampling scenes, since questions about one scene are
     not independent).
     """
-    import numpy as np
-    import pandas as pd
-
-    from .analysis import anchor_correlations
-    from .benchmarks import bootstrap_ci, parse_pope_answer
-
     if visual.shape[0] != len(records):
         raise ValueError(f"{visual.shape[0]} attention rows but {len(records)} records; pass them in the same order")
     correlations = anchor_correlations(visual, classes, bands["early"], bands["intermediate"])

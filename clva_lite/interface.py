@@ -190,10 +190,9 @@ def _span_hook(model, state: AttentionState):
             inputs = {"input_ids": input_ids, "attention_mask": kwargs.get("attention_mask"),
                       "image_grid_thw": kwargs.get("image_grid_thw")}
             found = find_visual_span(model, inputs)
-            # A span pinned from the caller's full inputs knows more (e.g. Qwen2-VL's grid, from image_grid_thw,
-            # which generate may not pass to this forward by keyword); keep it when the tokens are the same.
-            if not (state.pinned and state.span is not None and found.same_as(state.span)
-                    and found.grid is None and state.span.grid is not None):
+            # A span pinned from the caller's full inputs is kept when the tokens are the same: it knows more than
+            # this forward's kwargs (e.g. Qwen2-VL's grid from image_grid_thw, which generate may not pass on).
+            if not (state.pinned and state.span is not None and found.same_as(state.span)):
                 state.span = found
         elif state.span is None:
             raise ValueError(

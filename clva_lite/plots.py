@@ -15,6 +15,15 @@ def _np(x) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
 
 
+def overlay(ax, heat: np.ndarray, grid: tuple[int, int], image=None) -> None:
+    """Draw a (rows, cols) heat map over ``image`` (or alone when there is no image) on ``ax``."""
+    if image is not None:
+        ax.imshow(np.asarray(image.resize((grid[1] * 16, grid[0] * 16))))
+        ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, grid[1] * 16, grid[0] * 16, 0))
+    else:
+        ax.imshow(heat, cmap="inferno")
+
+
 def visual_share_matrix(share_matrix: torch.Tensor, *, annotate: str | None = "system+prompt",
                         title: str = "Attention of the query on visual tokens"):
     """Fig. 1: layer x head matrix of the visual share.
@@ -59,12 +68,7 @@ def layer_heatmaps(visual: torch.Tensor, grid: tuple[int, int] | None, image=Non
     for ax in axes.flat:
         ax.axis("off")
     for ax, layer in zip(axes.flat, layers):
-        heat = per_layer[layer].reshape(grid)
-        if image is not None:
-            ax.imshow(np.asarray(image.resize((grid[1] * 16, grid[0] * 16))))
-            ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, grid[1] * 16, grid[0] * 16, 0))
-        else:
-            ax.imshow(heat, cmap="inferno")
+        overlay(ax, per_layer[layer].reshape(grid), grid, image)
         ax.set_title(f"layer {layer}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -113,26 +117,7 @@ def weight_grid(values: np.ndarray, alphas, betas, *, metric: str = "F1", title:
 def attention_before_after(before: torch.Tensor, after: torch.Tensor, grid: tuple[int, int], image=None,
                            titles=("stock", "with CLVA")):
     """Two heat maps of a (V,) distribution over the image: before and after an intervention."""
-    fig, axes = plt.subplots(1, 2, figsize=(5.5, 2.9))
-    for ax, data, name in zip(axes, (before, after), titles):
-        heat = _np(data).reshape(grid)
-        if image is not None:
-            ax.imshow(np.asarray(image.resize((grid[1] * 16, grid[0] * 16))))
-            ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, grid[1] * 16, grid[0] * 16, 0))
-        else:
-            ax.imshow(heat, cmap="inferno")
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
-def _overlay(ax, heat: np.ndarray, grid: tuple[int, int], image=None) -> None:
-    if image is not None:
-        ax.imshow(np.asarray(image.resize((grid[1] * 16, grid[0] * 16))))
-        ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, grid[1] * 16, grid[0] * 16, 0))
-    else:
-        ax.imshow(heat, cmap="inferno")
+    return attention_maps([before, after], titles, grid, image)
 
 
 def attention_maps(maps, titles, grid: tuple[int, int], image=None, *, suptitle: str | None = None):
@@ -142,7 +127,7 @@ def attention_maps(maps, titles, grid: tuple[int, int], image=None, *, suptitle:
         raise ValueError(f"{len(maps)} maps but {len(titles)} titles")
     fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.9), squeeze=False)
     for ax, data, name in zip(axes[0], maps, titles):
-        _overlay(ax, _np(data).reshape(grid), grid, image)
+        overlay(ax, _np(data).reshape(grid), grid, image)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     if suptitle:

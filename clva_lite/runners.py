@@ -27,7 +27,7 @@ from .calibration import calibrate_heads
 from .clva import CLVAConfig
 from .evaluation import Item, caption_items, check_images, pope_file_items, question_items, run_items
 from .methods import METHOD_KINDS, Method, clva_method, pai_method, vanilla, vcd_method
-from .scoring import score_chair, score_mme, score_pope
+from .scoring import format_ci, score_chair, score_mme, score_pope
 from .toy.questions import MME_SUBTASKS, POPE_SAMPLINGS, calibration_prompts, mme_questions, pope_questions
 from .toy.world import Split, as_split
 
@@ -287,11 +287,6 @@ RUNNERS = {"pope": run_pope, "chair": run_chair, "mme": run_mme}
 # ---------------------------------------------------------------- tables
 
 
-def _cell(entry: dict, percent: bool = True) -> str:
-    scale = 100 if percent else 1
-    return f"{entry['value'] * scale:.1f} [{entry['low'] * scale:.1f}, {entry['high'] * scale:.1f}]"
-
-
 def format_result(result: dict) -> str:
     """A small markdown table of ``result["scores"]`` (value [95 % CI]), with what was evaluated and fitted."""
     scores, bench = result["scores"], result["benchmark"]
@@ -302,18 +297,18 @@ def format_result(result: dict) -> str:
                   "|---|---:|---|---|---|---|---|"]
         for kind, s in scores.items():
             lines.append(f"| {kind} | {s['n']} | " + " | ".join(
-                _cell(s[m]) for m in ("accuracy", "precision", "recall", "f1", "yes_ratio")) + " |")
+                format_ci(s[m]) for m in ("accuracy", "precision", "recall", "f1", "yes_ratio")) + " |")
     elif bench == "chair":
         lines += ["| n | CHAIR_s % | CHAIR_i % | recall % | mean words |", "|---:|---|---|---|---|",
-                  f"| {scores['n']} | {_cell(scores['chair_s'])} | {_cell(scores['chair_i'])} | "
-                  f"{_cell(scores['recall'])} | {_cell(scores['mean_length'], percent=False)} |"]
+                  f"| {scores['n']} | {format_ci(scores['chair_s'])} | {format_ci(scores['chair_i'])} | "
+                  f"{format_ci(scores['recall'])} | {format_ci(scores['mean_length'], percent=False)} |"]
     else:
         ci = scores["ci"]
         lines += ["| subtask | images | acc % | acc+ % | score (of 200) |", "|---|---:|---|---|---|"]
         for name, s in scores["subtasks"].items():
-            lines.append(f"| {name} | {s['n_images']} | {_cell(ci[name]['acc'])} | {_cell(ci[name]['acc_plus'])} | "
-                         f"{_cell(ci[name]['score'], percent=False)} |")
-        lines.append(f"| total (of {scores['max_total']}) | | | | {_cell(ci['total'], percent=False)} |")
+            lines.append(f"| {name} | {s['n_images']} | {format_ci(ci[name]['acc'])} | "
+                         f"{format_ci(ci[name]['acc_plus'])} | {format_ci(ci[name]['score'], percent=False)} |")
+        lines.append(f"| total (of {scores['max_total']}) | | | | {format_ci(ci['total'], percent=False)} |")
     lines += ["", "Cells: value [95 % bootstrap CI, resampling scenes/images]."]
     return "\n".join(lines)
 

@@ -8,9 +8,8 @@ redraw it when a kernel is running.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 
-from .plots import _np
+from .plots import _np, overlay
 
 
 def draw_attention(visual, grid: tuple[int, int], image=None, *, step: int = 0, layer: int = 0,
@@ -24,11 +23,7 @@ def draw_attention(visual, grid: tuple[int, int], image=None, *, step: int = 0, 
     p = data / max(float(data.sum()), 1e-12)
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2, 3.2))
-    if image is not None:
-        ax.imshow(np.asarray(image.resize((grid[1] * 16, grid[0] * 16))))
-        ax.imshow(p.reshape(grid), cmap="inferno", alpha=0.55, extent=(0, grid[1] * 16, grid[0] * 16, 0))
-    else:
-        ax.imshow(p.reshape(grid), cmap="inferno")
+    overlay(ax, p.reshape(grid), grid, image)
     token = f" ({tokens[step]!r})" if tokens and step < len(tokens) else ""
     ax.set_title(f"step {step}{token}, layer {layer}, {'mean of heads' if head is None else f'head {head}'}",
                  fontsize=8)
