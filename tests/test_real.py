@@ -56,6 +56,7 @@ def test_weights_bytes_follow_load_model_defaults():
 
 
 def test_offline_falls_back_to_a_stand_in_and_says_why(monkeypatch, tmp_path):
+    monkeypatch.delenv("CI", raising=False)  # CI's own reason would be given first
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loaded, why = real.load_real_or_stand_in("llava-hf/llava-1.5-7b-hf", device="cpu", folder=tmp_path / "s")
     assert "HF_HUB_OFFLINE" in why and "stand-in" in why and "meaningless" in why
@@ -64,6 +65,14 @@ def test_offline_falls_back_to_a_stand_in_and_says_why(monkeypatch, tmp_path):
     answers = loaded.generate([clva_lite.toy.generate_scene("test", 0).image()], ["is there a star ?"],
                               max_new_tokens=2)
     assert len(answers) == 1
+
+
+def test_ci_reason_is_given_when_ci_is_set(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "CI environment variable" in real.offline_reason()
+    monkeypatch.delenv("CI")
+    assert "HF_HUB_OFFLINE" in real.offline_reason()
 
 
 @pytest.mark.parametrize("model_id,cls", [("Qwen/Qwen2-VL-2B-Instruct", "Qwen2VLForConditionalGeneration"),

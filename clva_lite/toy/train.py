@@ -317,7 +317,7 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None) -> tuple
             target = symbolic_slots(model, data.patch_categories[t], data.patch_colours[t])
         regression = F.mse_loss(projected, target) / target.pow(2).mean()
         loss, extra = language_loss(model, ids, attention, loss_mask, projected)
-        return loss + regression, {**extra, "regression": round(float(regression), 3)}
+        return loss + regression, {**extra, "regression": round(float(regression.detach()), 3)}
 
     _run_stage("align", config.align_steps, config.align_lr, [*projector.parameters()], align_loss, log)
 
