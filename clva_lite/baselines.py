@@ -15,6 +15,7 @@ intervention (see :func:`clva_lite.interface.paused`), so only the main pass is 
 
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,9 +129,20 @@ class ContrastivePass(LogitsProcessor):
                 self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
                 position_ids = (self.mask.long().cumsum(-1) - 1)[:, -1:]
                 out = self.model(input_ids=input_ids[:, -1:], attention_mask=self.mask, position_ids=position_ids,
-                                 past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+                                 **{_cache_argument(self.model): self.cache}, use_cache=True)
+        self.cache = _returned_cache(out)
         return self.combine(scores, out.logits[:, -1, :].float())
+
+
+def _cache_argument(model) -> str:
+    """The forward keyword for the KV cache: ``cache`` from transformers 5.24, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _returned_cache(output):
+    """The KV cache of a forward output, read without touching the deprecated alias where ``cache`` exists."""
+    names = output.keys() if hasattr(output, "keys") else ()
+    return output["cache"] if "cache" in names else output.past_key_values
 
 
 def pai_guidance_combine(gamma: float, cutoff: float = 0.1):
