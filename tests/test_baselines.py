@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -95,6 +96,15 @@ def test_vcd_with_zero_alpha_is_greedy_vanilla(untrained):
     stock = vanilla().generate(untrained, inputs, max_new_tokens=4, min_new_tokens=4)
     contrast = Method("VCD a=0", "vcd", clva_lite.VCDConfig(alpha=0.0, beta=1e-9))
     assert torch.equal(contrast.generate(untrained, inputs, max_new_tokens=4, min_new_tokens=4), stock)
+
+
+def test_contrast_pass_uses_no_deprecated_cache_argument(untrained):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache``; the contrast pass must follow whichever is current."""
+    inputs = untrained.inputs([generate_scene("test", 0).image()], ["describe the image ."])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        vcd_method().generate(untrained, inputs, max_new_tokens=3, min_new_tokens=3)
+        pai_method().generate(untrained, inputs, max_new_tokens=3, min_new_tokens=3)
 
 
 def test_benchmark_reports_ratios_for_every_method(untrained):
