@@ -132,24 +132,26 @@ def _scenes(limit: int | None) -> int:
     return limit
 
 
+def _toy_items(split: Split | str, limit: int | None, kinds: Sequence[str], known: Sequence[str], what: str,
+               questions) -> list[Item]:
+    """Items of ``questions(split, scenes, kind)`` for each kind (in order), after checking the kinds are known."""
+    unknown = [k for k in kinds if k not in known]
+    if unknown or not kinds:
+        raise ValueError(f"unknown {what}(s) {unknown}; use some of {tuple(known)}")
+    n = _scenes(limit)
+    return question_items([q for k in kinds for q in questions(split, n, k)])
+
+
 def toy_pope_items(split: Split | str, limit: int | None = None,
                    samplings: Sequence[str] = POPE_SAMPLINGS) -> list[Item]:
     """Toy POPE questions of the first ``limit`` scenes of ``split``, for each sampling (in order)."""
-    unknown = [s for s in samplings if s not in POPE_SAMPLINGS]
-    if unknown or not samplings:
-        raise ValueError(f"unknown POPE sampling(s) {unknown}; use some of {POPE_SAMPLINGS}")
-    n = _scenes(limit)
-    return question_items([q for s in samplings for q in pope_questions(split, n, s)])
+    return _toy_items(split, limit, samplings, POPE_SAMPLINGS, "POPE sampling", pope_questions)
 
 
 def toy_mme_items(split: Split | str, limit: int | None = None,
                   subtasks: Sequence[str] = MME_SUBTASKS) -> list[Item]:
     """Toy MME-style pairs of the first ``limit`` scenes of ``split``, for each subtask (in order)."""
-    unknown = [s for s in subtasks if s not in MME_SUBTASKS]
-    if unknown or not subtasks:
-        raise ValueError(f"unknown MME subtask(s) {unknown}; use some of {MME_SUBTASKS}")
-    n = _scenes(limit)
-    return question_items([q for s in subtasks for q in mme_questions(split, n, s)])
+    return _toy_items(split, limit, subtasks, MME_SUBTASKS, "MME subtask", mme_questions)
 
 
 # ---------------------------------------------------------------- running
