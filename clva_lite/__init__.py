@@ -11,15 +11,16 @@ Public API (see the notebooks for a guided tour)::
         loaded.model.generate(**inputs, max_new_tokens=4)
 """
 
-from .analysis import HeadClasses, band_layers, fit_head_classes
-from .baselines import PAIConfig, VCDConfig, pai_attention, pai_guidance, vcd_processor
-from .calibration import calibrate_heads, record_prefill
-from .capture import AttentionRecord, capture
-from .clva import CLVAConfig, clva
-from .loading import LoadedModel, load_model
-from .methods import Method, clva_method, pai_method, vanilla, vcd_method
-from .prompts import build_inputs, build_prompt
-from .visual import GROUPS, VisualSpan, find_visual_span
+from ._lazy import lazy_submodules
+from .analysis.calibration import calibrate_heads, record_prefill
+from .attention.capture import AttentionRecord, capture
+from .attention.clva import CLVAConfig, clva
+from .attention.heads import HeadClasses, band_layers, fit_head_classes
+from .attention.pai_vcd import PAIConfig, VCDConfig, pai_attention, pai_guidance, vcd_processor
+from .attention.spans import GROUPS, VisualSpan, find_visual_span
+from .eval.methods import Method, clva_method, pai_method, vanilla, vcd_method
+from .models.loading import LoadedModel, load_model
+from .models.prompts import build_inputs, build_prompt
 
 __all__ = [
     "GROUPS", "AttentionRecord", "CLVAConfig", "HeadClasses", "LoadedModel", "Method", "PAIConfig", "VCDConfig",
@@ -29,17 +30,5 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-# Submodules reachable as attributes (``clva_lite.plots``...) without importing matplotlib etc. up front.
-_SUBMODULES = (
-    "ablation", "analysis", "baselines", "bench", "benchmarks", "calibration", "comparison", "drift", "evaluation",
-    "grounding", "interface", "loading", "methods", "plots", "prompts", "real", "runners", "scoring", "sensitivity",
-    "sweep", "tiny", "toy", "visual", "widgets",
-)
-
-
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        import importlib
-
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'clva_lite' has no attribute {name!r}")
+# Folders reachable as attributes (``clva_lite.plots``...) without importing matplotlib etc. up front.
+__getattr__ = lazy_submodules(__name__, ("analysis", "attention", "eval", "models", "notebooks", "plots", "toy"))

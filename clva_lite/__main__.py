@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "bench":
-        from .bench import format_results, run_benchmark
+        from .eval.overhead import format_results, run_benchmark
 
         results = run_benchmark(args.model, random_weights_from_config=args.random_weights_from_config,
                                 new_tokens=args.new_tokens, repeats=args.repeats, out=args.out,
@@ -50,15 +50,15 @@ def main(argv: list[str] | None = None) -> None:
         print(format_results(results))
         print(f"wrote {args.out}")
     elif args.command == "drift":
-        from .drift import drift_report, format_report
-        from .loading import load_model
+        from .analysis.drift import drift_report, format_report
+        from .models.loading import load_model
         from .toy.questions import calibration_prompts
 
         loaded = load_model("toy", device="cpu")
         images, questions = calibration_prompts(args.prompts)
         print(format_report(drift_report(loaded, images, questions, split="calibration")))
     elif args.command == "demo":
-        from .demo import run_demo
+        from .eval.main_job import run_demo
 
         summary = run_demo(out=args.out, n_scenes=args.scenes)
         print(json.dumps(summary.get("files", {}), indent=2))
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _benchmark_parser(commands, name: str) -> None:
-    from .methods import METHOD_KINDS
+    from .eval.methods import METHOD_KINDS
     from .toy.questions import MME_SUBTASKS, POPE_SAMPLINGS
 
     what = {"pope": "POPE (toy, or a published question file with --pope-file)", "chair": "toy CHAIR captions",
@@ -133,9 +133,8 @@ def _check_benchmark_args(args) -> None:
 
 def run_benchmark_command(args) -> dict | None:
     """Build the method (fitting CLVA's head classes on calibration data), run the benchmark, print and write."""
-    from .evaluation import check_images, pope_file_items
-    from .loading import load_model
-    from .runners import (
+    from .eval.items import check_images, pope_file_items
+    from .eval.runners import (
         MAX_NEW_TOKENS,
         RUNNERS,
         build_method,
@@ -147,6 +146,7 @@ def run_benchmark_command(args) -> dict | None:
         run_pope_file,
         write_result,
     )
+    from .models.loading import load_model
     from .toy.world import as_split
 
     _check_benchmark_args(args)
@@ -156,7 +156,7 @@ def run_benchmark_command(args) -> dict | None:
     out = Path(args.out or f"runs/{args.command}-{args.method}")
     pope_file = getattr(args, "pope_file", None)
     if pope_file is not None:  # missing question or image files fail before the model loads
-        from .benchmarks import load_pope
+        from .eval.benchmarks import load_pope
 
         evaluated = pope_file_items(load_pope(pope_file), args.image_dir, limit=args.limit)
         check_images(evaluated)
@@ -187,7 +187,7 @@ def run_benchmark_command(args) -> dict | None:
                                       max_new_tokens=args.max_new_tokens or MAX_NEW_TOKENS[args.command],
                                       **options, **common)
     if common["distributed"]:
-        from .evaluation import process_state
+        from .eval.items import process_state
 
         process_state(loaded).destroy_process_group()
     if result is None:  # a non-main process of a distributed launch: the main process reports

@@ -7,7 +7,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import clva_lite  # noqa: E402
-from clva_lite.tiny import TINY_KINDS, save_tiny_model  # noqa: E402
+from clva_lite.models.tiny import TINY_KINDS, save_tiny_model  # noqa: E402
 
 torch.set_grad_enabled(False)
 

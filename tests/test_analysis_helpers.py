@@ -19,25 +19,26 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import clva_lite  # noqa: E402
 from clva_lite import plots  # noqa: E402
-from clva_lite.analysis import HeadClasses, anchor_correlations, drift_curves, pearson  # noqa: E402
-from clva_lite.clva import CLVAConfig, CLVAIntervention  # noqa: E402
-from clva_lite.comparison import (  # noqa: E402
-    chair_deltas,
-    chair_summary,
-    mme_summary,
-    pope_deltas,
-    pope_summary,
-    verdicts,
-)
-from clva_lite.drift import POPE_OUTCOMES, drift_by_outcome, pope_outcome  # noqa: E402
-from clva_lite.grounding import object_patch_mask, object_patch_masks, on_object_share  # noqa: E402
-from clva_lite.sensitivity import (  # noqa: E402
+from clva_lite.analysis.anchors import anchor_correlations, drift_curves, pearson  # noqa: E402
+from clva_lite.analysis.drift import POPE_OUTCOMES, drift_by_outcome, pope_outcome  # noqa: E402
+from clva_lite.analysis.grounding import object_patch_mask, object_patch_masks, on_object_share  # noqa: E402
+from clva_lite.analysis.sensitivity import (
     compare_classes,
     compare_rules,
     jaccard,
     per_input_agreement,
     spearman,
     split_half_stability,
+)
+from clva_lite.attention.clva import CLVAConfig, CLVAIntervention  # noqa: E402
+from clva_lite.attention.heads import HeadClasses  # noqa: E402
+from clva_lite.eval.comparison import (
+    chair_deltas,
+    chair_summary,
+    mme_summary,
+    pope_deltas,
+    pope_summary,
+    verdicts,
 )
 from clva_lite.toy import CATEGORIES, generate_scene  # noqa: E402
 from clva_lite.toy.world import patch_labels  # noqa: E402
@@ -452,9 +453,9 @@ def test_anchor_agreement_by_step(close_figures):
 
 
 def test_submodules_resolve_as_attributes():
-    assert clva_lite.sensitivity.jaccard is jaccard
-    assert clva_lite.grounding is sys.modules["clva_lite.grounding"]
-    assert clva_lite.__getattr__("drift").pope_outcome is pope_outcome
+    assert clva_lite.analysis.sensitivity.jaccard is jaccard
+    assert clva_lite.analysis.grounding is sys.modules["clva_lite.analysis.grounding"]
+    assert clva_lite.analysis.__getattr__("drift").pope_outcome is pope_outcome
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         clva_lite.no_such_thing  # noqa: B018
     assert not hasattr(clva_lite, "pyplot")

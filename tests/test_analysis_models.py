@@ -5,13 +5,13 @@ import pytest
 import torch
 
 import clva_lite
-from clva_lite.ablation import anchoring_effect, attention_with, caption_table, pope_table
-from clva_lite.clva import CLVAConfig
-from clva_lite.comparison import evaluate_methods, pope_deltas
-from clva_lite.evaluation import caption_items, question_items
-from clva_lite.grounding import object_patch_masks
-from clva_lite.interface import _STATES
-from clva_lite.methods import clva_method, vanilla
+from clva_lite.analysis.grounding import object_patch_masks
+from clva_lite.attention.clva import CLVAConfig
+from clva_lite.attention.function import _STATES
+from clva_lite.eval.ablation import anchoring_effect, attention_with, caption_table, pope_table
+from clva_lite.eval.comparison import evaluate_methods, pope_deltas
+from clva_lite.eval.items import caption_items, question_items
+from clva_lite.eval.methods import clva_method, vanilla
 from clva_lite.toy import generate_scene, pope_questions
 
 BANDS = CLVAConfig().layers(8)  # the toy decoder has 8 layers: early [0], intermediate [2, 3], deep [5, 6, 7]

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import clva_lite
-from clva_lite.baselines import (
+from clva_lite.attention.function import _STATES
+from clva_lite.attention.pai_vcd import (
     PAIConfig,
     PAIIntervention,
     VCDConfig,
@@ -14,11 +15,10 @@ from clva_lite.baselines import (
     vcd_combine,
     without_image,
 )
-from clva_lite.bench import benchmark, default_methods
-from clva_lite.interface import _STATES
-from clva_lite.methods import Method, clva_method, pai_method, vanilla, vcd_method
+from clva_lite.attention.spans import VisualSpan
+from clva_lite.eval.methods import Method, clva_method, pai_method, vanilla, vcd_method
+from clva_lite.eval.overhead import benchmark, default_methods
 from clva_lite.toy import generate_scene
-from clva_lite.visual import VisualSpan
 
 
 def test_pai_bias_is_alpha_times_abs_logit_on_image_keys():
@@ -99,7 +99,7 @@ def test_vcd_with_zero_alpha_is_greedy_vanilla(untrained):
 
 
 def test_contrast_pass_uses_no_deprecated_cache_argument(untrained):
-    """transformers 5.24 renamed ``past_key_values`` to ``cache``; the contrast pass must follow whichever is current."""
+    """transformers 5.24 renamed ``past_key_values`` to ``cache``; the contrast pass follows whichever is current."""
     inputs = untrained.inputs([generate_scene("test", 0).image()], ["describe the image ."])
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)

@@ -3,8 +3,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from clva_lite.benchmarks.bootstrap import align_by_key, bootstrap_ci, paired_bootstrap_delta
-from clva_lite.benchmarks.pope import pope_metric_fn
+from clva_lite.eval.benchmarks.bootstrap import align_by_key, bootstrap_ci, paired_bootstrap_delta
+from clva_lite.eval.benchmarks.pope import pope_metric_fn
 
 
 def mean(values):

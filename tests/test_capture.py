@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import clva_lite
-from clva_lite.interface import _STATES, ATTENTION_NAME
+from clva_lite.attention.function import _STATES, ATTENTION_NAME
 from clva_lite.toy import generate_scene
 
 QUESTIONS = ["is there a star in the image ?", "describe the image .", "is the cross green ?",

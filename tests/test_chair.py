@@ -5,22 +5,20 @@ from pathlib import Path
 
 import pytest
 
-from clva_lite.benchmarks.chair import (
+from clva_lite.eval.benchmarks.chair import (
     CaptionRecord,
-    ObjectVocabulary,
     chair_metrics,
     count_words,
-    extract_objects,
     load_caption_records,
     load_coco_ground_truth,
-    singular_candidates,
 )
-from clva_lite.benchmarks.coco_synonyms import (
+from clva_lite.eval.benchmarks.coco_synonyms import (
     COCO_SYNONYMS,
     coco_vocabulary,
     load_synonyms_file,
     read_synonyms_file,
 )
+from clva_lite.eval.benchmarks.objects import ObjectVocabulary, extract_objects, singular_candidates
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 SHARED_CHAIR = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "chair"

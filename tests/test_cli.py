@@ -1,4 +1,4 @@
-"""Per-benchmark runners (clva_lite.runners) and the ``python -m clva_lite pope|chair|mme`` command line."""
+"""Per-benchmark runners (clva_lite.eval.runners) and the ``python -m clva_lite pope|chair|mme`` command line."""
 
 import json
 
@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from clva_lite.__main__ import main
-from clva_lite.analysis import HeadClasses
-from clva_lite.benchmarks import parse_pope_answer
-from clva_lite.evaluation import question_items
-from clva_lite.methods import vanilla
-from clva_lite.runners import (
+from clva_lite.attention.heads import HeadClasses
+from clva_lite.eval.benchmarks import parse_pope_answer
+from clva_lite.eval.items import question_items
+from clva_lite.eval.methods import vanilla
+from clva_lite.eval.runners import (
     build_method,
     fit_toy_heads,
     format_result,
@@ -23,8 +23,8 @@ from clva_lite.runners import (
     toy_mme_items,
     toy_pope_items,
 )
-from clva_lite.scoring import score_mme
-from clva_lite.tiny import save_tiny_model
+from clva_lite.eval.scoring import score_mme
+from clva_lite.models.tiny import save_tiny_model
 from clva_lite.toy import pope_questions
 
 # ---------------------------------------------------------------- methods and fitting
@@ -148,9 +148,9 @@ def test_cli_clva_fits_heads_on_calibration_and_records_it(tmp_path):
      "needs --calibration-file"),
 ])
 def test_cli_refuses_bad_requests_before_loading_a_model(argv, error, match, monkeypatch):
-    import clva_lite.loading
+    import clva_lite.models.loading
 
-    monkeypatch.setattr(clva_lite.loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(clva_lite.models.loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(error, match=match):
         main(argv)
 
@@ -218,9 +218,9 @@ def test_cli_pope_file_clva_fits_on_other_images_only(tiny_llava, tmp_path):
 
 
 def test_cli_pope_file_missing_files_are_clear_errors(tiny_llava, tmp_path, monkeypatch):
-    import clva_lite.loading
+    import clva_lite.models.loading
 
-    monkeypatch.setattr(clva_lite.loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(clva_lite.models.loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     pope_file, image_dir = _pope_fixture(tmp_path)
     base = ["pope", "--model", str(tiny_llava), "--device", "cpu", "--out", str(tmp_path / "run")]
     with pytest.raises(FileNotFoundError, match="no such file: .*nowhere.json.*AoiDragon/POPE"):

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 import clva_lite
-from clva_lite.analysis import HeadClasses
-from clva_lite.calibration import calibrate_heads
-from clva_lite.clva import CLVAConfig, CLVAIntervention, clva
-from clva_lite.interface import _STATES
+from clva_lite.analysis.calibration import calibrate_heads
+from clva_lite.attention.clva import CLVAConfig, CLVAIntervention, clva
+from clva_lite.attention.function import _STATES
+from clva_lite.attention.heads import HeadClasses
 from clva_lite.toy import generate_scene
 
 QUESTIONS = ["is there a star in the image ?", "describe the image .", "is the cross green ?",
@@ -84,7 +84,7 @@ def test_bias_matches_the_formula_on_a_hand_computed_case():
     a_plus = torch.stack([row / row.sum() for _, _, row in positive_heads]).mean(0)
     a_minus = early[0, 1] / early[0, 1].sum()
     expected = 2.0 * a_plus / a_plus.max() - 1.0 * a_minus / a_minus.max()
-    from clva_lite.visual import VisualSpan
+    from clva_lite.attention.spans import VisualSpan
 
     span = VisualSpan(torch.arange(4).unsqueeze(0), torch.zeros(1, 5, dtype=torch.bool),
                       torch.zeros(1, 5, dtype=torch.bool), (2, 2))

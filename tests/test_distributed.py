@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from clva_lite.evaluation import question_items, run_items
-from clva_lite.methods import vanilla
+from clva_lite.eval.items import question_items, run_items
+from clva_lite.eval.methods import vanilla
 from clva_lite.toy import pope_questions
 
 LAUNCHERS = {

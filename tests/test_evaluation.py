@@ -4,11 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from clva_lite.calibration import calibrate_heads
-from clva_lite.evaluation import caption_items, question_items, run_items
-from clva_lite.methods import Method, vanilla
-from clva_lite.scoring import paired_delta, score_chair, score_mme, score_pope, toy_vocabulary, with_chair_counts
-from clva_lite.sweep import sweep_weights
+from clva_lite.analysis.calibration import calibrate_heads
+from clva_lite.eval.items import caption_items, question_items, run_items
+from clva_lite.eval.methods import Method, vanilla
+from clva_lite.eval.scoring import (
+    paired_delta,
+    score_chair,
+    score_mme,
+    score_pope,
+    toy_vocabulary,
+    with_chair_counts,
+)
+from clva_lite.eval.sweep import sweep_weights
 from clva_lite.toy import mme_questions, pope_questions
 from clva_lite.toy.train import TrainConfig, train_toy_model
 
@@ -123,7 +130,7 @@ def test_training_is_deterministic_under_a_seed():
 
 
 def test_sharded_runs_merge_to_the_single_process_result(untrained, tmp_path):
-    from clva_lite.evaluation import merge_records, shard
+    from clva_lite.eval.items import merge_records, shard
 
     items = question_items(pope_questions("calibration", 8, "adversarial"))
     single = run_items(untrained, vanilla(), items, batch_size=5, max_new_tokens=2)
@@ -165,7 +172,7 @@ def test_mme_ci_draws_a_scene_in_every_subtask_together():
     records = [_mme_record(s, kind, label, label if s == 0 else "other") for s in (0, 1)
                for kind in ("existence", "count") for label in ("yes", "no")]
     scores = score_mme(records)
-    from clva_lite.scoring import mme_scene_counts
+    from clva_lite.eval.scoring import mme_scene_counts
 
     scenes, counts = mme_scene_counts(records, ["existence", "count"])
     assert scenes == ["0", "1"] and counts.shape == (2, 2, 4)
@@ -177,8 +184,8 @@ def test_mme_ci_draws_a_scene_in_every_subtask_together():
 def test_items_read_images_from_files_with_clear_errors(tmp_path):
     from PIL import Image
 
-    from clva_lite.benchmarks import PopeQuestion
-    from clva_lite.evaluation import Item, check_images, load_image, pope_file_items
+    from clva_lite.eval.benchmarks import PopeQuestion
+    from clva_lite.eval.items import Item, check_images, load_image, pope_file_items
 
     Image.new("L", (5, 4), 7).save(tmp_path / "a.png")
     item = Item("x", "is there a star ?", "test", {"image_path": str(tmp_path / "a.png"), "scene_index": "a.png"})
@@ -206,7 +213,7 @@ def test_items_read_images_from_files_with_clear_errors(tmp_path):
 def test_process_state_refuses_a_launch_it_cannot_see(monkeypatch, untrained):
     import accelerate
 
-    from clva_lite.evaluation import process_state
+    from clva_lite.eval.items import process_state
 
     class OneProcess:  # what PartialState() reports under torchrun on a CPU machine without cpu=True
         def __init__(self, cpu=False):
@@ -220,14 +227,14 @@ def test_process_state_refuses_a_launch_it_cannot_see(monkeypatch, untrained):
 
 
 def test_rank_files_name_the_world_size(tmp_path):
-    from clva_lite.evaluation import rank_files
+    from clva_lite.eval.items import rank_files
 
     assert [p.name for p in rank_files(tmp_path, "pope-vanilla", 2)] == ["pope-vanilla.rank0of2.jsonl",
                                                                         "pope-vanilla.rank1of2.jsonl"]
 
 
 def test_demo_chair_grid_is_on_calibration_captions_and_saved(untrained, tmp_path, monkeypatch):
-    from clva_lite import demo
+    from clva_lite.eval import main_job as demo
 
     monkeypatch.setattr(demo, "CHAIR_CALIBRATION_SCENES", 2)
     monkeypatch.setattr(demo, "ALPHAS", (0.0, 1.0))
@@ -240,7 +247,7 @@ def test_demo_chair_grid_is_on_calibration_captions_and_saved(untrained, tmp_pat
 
 
 def test_demo_grid_table_marks_the_chosen_point():
-    from clva_lite.demo import grid_table
+    from clva_lite.eval.main_job import grid_table
 
     grid = {"alphas": [0.0, 1.0], "betas": [0.0, 2.0], "chosen": [1.0, 0.0],
             "pope_adversarial_f1": [[0.5, 0.25], [0.75, 0.125]], "chair_s": [[0.1, 0.2], [0.3, 0.4]]}

@@ -78,7 +78,7 @@ def test_missing_toy_weights_say_how_to_train(monkeypatch, tmp_path):
 
 
 def test_bundled_toy_is_a_plain_hf_folder(toy):
-    folder = clva_lite.loading.default_toy_path()
+    folder = clva_lite.models.loading.default_toy_path()
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "llava" and config["text_config"]["num_hidden_layers"] == 8
     assert sum(f.stat().st_size for f in folder.iterdir()) < 25 * 2**20

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from clva_lite.benchmarks.mme import MmeRecord, load_mme_results, mme_scores, parse_mme_answer
+from clva_lite.eval.benchmarks.mme import MmeRecord, load_mme_results, mme_scores, parse_mme_answer
 
 RESULTS = Path(__file__).parent / "fixtures" / "benchmarks" / "mme_results"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clva_lite.benchmarks.pope import (
+from clva_lite.eval.benchmarks.pope import (
     PopeQuestion,
     infer_pope_split,
     load_pope,

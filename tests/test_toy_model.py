@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from clva_lite.evaluation import run_items
-from clva_lite.loading import default_toy_path
-from clva_lite.methods import vanilla
-from clva_lite.scoring import score_pope
+from clva_lite.eval.items import run_items
+from clva_lite.eval.methods import vanilla
+from clva_lite.eval.scoring import score_pope
+from clva_lite.models.loading import default_toy_path
 from clva_lite.toy.card import TARGETS, card_items, read_card_records, render_card, score_records
 
 SAMPLE_SCENES = 80

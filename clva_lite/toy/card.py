@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..evaluation import caption_items, question_items, run_items
-from ..loading import load_model
-from ..methods import vanilla
-from ..scoring import score_chair, score_mme, score_pope
+from ..eval.items import caption_items, question_items, run_items
+from ..eval.methods import vanilla
+from ..eval.scoring import score_chair, score_mme, score_pope
+from ..models.loading import load_model
 from .questions import MME_SUBTASKS, POPE_SAMPLINGS, mme_questions, pope_questions
 from .world import FAINT_PROB, PARTNER_PROB, Split
 

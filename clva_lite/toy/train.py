@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from ..progress import tqdm
 from .model import CAPTION_REQUEST, NUM_VISUAL_TOKENS, build_processor, build_untrained_model, vocabulary
 from .questions import MME_SUBTASKS, _mme_pair, caption, existence_question
 from .world import CATEGORIES, COLOURS, Scene, Split, generate_scene, patch_labels

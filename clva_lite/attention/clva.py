@@ -1,0 +1,210 @@
+"""CLVA: Cross-Layer Visual Anchors, as clva-lite reconstructs it.
+
+The paper's method section is not public; this is our reading of its abstract and figure captions, with every
+choice an option. Per decoding step and batch row, with V the visual positions and p_{l,h} the visual
+distribution of the current query in layer l, head h (attention on V, renormalised):
+
+* positive anchor  A+ = mean of p_{l,h} over vision-*sensitive* heads of the *intermediate* band;
+* negative anchor  A- = mean of p_{l,h} over vision-*insensitive* heads of the *early* band;
+* both are read in the same forward pass (those layers run before the deep ones), fresh at every step;
+* in the *deep* band (all heads, or only sensitive ones), the current query's logits on visual keys become
+  ``z'[j] = z[j] + alpha * A+[j] / max(A+) - beta * A-[j] / max(A-)``  (``mode="logit"``, the default): an
+  additive bias, so it runs inside fused SDPA as an ``attn_mask`` with no eager attention;
+* ``mode="prob"`` instead adds ``(alpha * A+ - beta * A-) * visual_share`` to the probabilities, clips at 0 and
+  renormalises (expressed as the equivalent logit bias ``log(p'/p)``).
+
+alpha = beta = 0 is the stock model. The prompt's KV cache is computed as the stock model does, except the last
+prompt position, whose query is the first "current query".
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from .capture import unwrap
+from .function import attached
+from .heads import DEFAULT_BANDS, HeadClasses, band_layers
+from .spans import VisualSpan
+
+Band = tuple[float, float] | range | list[int]
+MAX_WEIGHT = 20.0
+
+
+@dataclass(frozen=True)
+class CLVAConfig:
+    """CLVA's options. Bands are depth fractions ``(start, end)`` or explicit layer ranges.
+
+    alpha, beta: log-factors applied at the strongest positive / negative anchor patch (0 <= w <= 20).
+    head_source: ``"calibrated"`` (head classes fitted on the calibration split, passed to :func:`clva`) or
+        ``"per-input"`` (at each step, each anchor layer's top/bottom ``head_fraction`` of heads by visual share).
+    head_rule, head_fraction: how calibrated head classes are chosen (see :class:`~clva_lite.analysis.HeadClasses`).
+    mode: ``"logit"`` (additive bias on logits) or ``"prob"`` (shift of probabilities, for the ablation).
+    apply_to: ``"all"`` deep heads, or only the deep band's ``"sensitive"`` heads.
+    """
+
+    alpha: float = 1.0
+    beta: float = 1.0
+    early: Band = DEFAULT_BANDS["early"]
+    intermediate: Band = DEFAULT_BANDS["intermediate"]
+    deep: Band = DEFAULT_BANDS["deep"]
+    head_source: str = "calibrated"
+    head_rule: str = "topk"
+    head_fraction: float = 0.25
+    mode: str = "logit"
+    apply_to: str = "all"
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_WEIGHT:
+                raise ValueError(
+                    f"{name}={value!r} is out of range: CLVA weights are log-factors in [0, {MAX_WEIGHT}] "
+                    "(0 switches that anchor off)"
+                )
+        choices = {"head_source": ("calibrated", "per-input"), "head_rule": ("topk", "threshold"),
+                   "mode": ("logit", "prob"), "apply_to": ("all", "sensitive")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}; use one of {allowed}")
+        if not 0 < self.head_fraction <= 0.5:
+            raise ValueError(f"head_fraction={self.head_fraction} must be in (0, 0.5]")
+
+    def layers(self, num_layers: int) -> dict[str, list[int]]:
+        """The three bands as layer lists for a ``num_layers``-deep decoder; clear errors when they do not fit."""
+        bands = {name: band_layers(getattr(self, name), num_layers, name)
+                 for name in ("early", "intermediate", "deep")}
+        for a, b in (("early", "intermediate"), ("early", "deep"), ("intermediate", "deep")):
+            shared = sorted(set(bands[a]) & set(bands[b]))
+            if shared:
+                raise ValueError(f"the {a} and {b} bands overlap in layers {shared}; make them disjoint")
+        if max(bands["early"] + bands["intermediate"]) >= min(bands["deep"]):
+            raise ValueError(
+                "the deep band must come after the early and intermediate bands: the anchors are read in the same "
+                f"forward pass before the deep layers use them (got {bands})"
+            )
+        return bands
+
+
+class CLVAIntervention:
+    """The per-step state of CLVA inside the attention function (see :mod:`clva_lite.attention.function`)."""
+
+    def __init__(self, config: CLVAConfig, num_layers: int, num_heads: int, heads: HeadClasses | None):
+        self.config = config
+        self.bands = config.layers(num_layers)
+        self._early = set(self.bands["early"])
+        self._intermediate = set(self.bands["intermediate"])
+        self._deep = set(self.bands["deep"])
+        self.positive_heads = self.negative_heads = self.deep_heads = None
+        if config.head_source == "calibrated":
+            if heads is None:
+                raise ValueError(
+                    "CLVAConfig(head_source='calibrated') needs head classes: pass heads=clva_lite.calibrate_heads("
+                    "...) fitted on the calibration split, or use CLVAConfig(head_source='per-input')"
+                )
+            if tuple(heads.visual_share.shape) != (num_layers, num_heads):
+                raise ValueError(
+                    f"head classes are for {tuple(heads.visual_share.shape)} layers x heads, the model has "
+                    f"{(num_layers, num_heads)}"
+                )
+            classes = HeadClasses(heads.visual_share, rule=config.head_rule, fraction=config.head_fraction,
+                                  low=heads.low, high=heads.high, source=heads.source)
+            self.positive_heads = classes.sensitive(self.bands["intermediate"])
+            self.negative_heads = classes.insensitive(self.bands["early"])
+            self.deep_heads = classes.sensitive(self.bands["deep"])
+            for name, mask in (("positive", self.positive_heads), ("negative", self.negative_heads)):
+                if not bool(mask.any()):
+                    raise ValueError(f"the {name} anchor has no head under rule {config.head_rule!r}; relax it")
+        self.positive_anchor: torch.Tensor | None = None  # (batch, V), last step's A+
+        self.negative_anchor: torch.Tensor | None = None
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, torch.Tensor] = {}
+        self._bias: torch.Tensor | None = None
+
+    # Intervention protocol ---------------------------------------------------------------------------------------
+    def begin_step(self, step: int) -> None:
+        self._sums.clear()
+        self._counts.clear()
+        self._bias = None
+
+    def wants_probs(self, layer: int) -> bool:
+        return (layer in self._intermediate and self.config.alpha > 0) or (layer in self._early and
+                                                                           self.config.beta > 0)
+
+    def wants_logits(self, layer: int) -> bool:
+        return self.config.mode == "prob" and layer in self._deep
+
+    def acts_on(self, layer: int) -> bool:
+        return layer in self._deep
+
+    def _heads(self, kind: str, layer: int, share: torch.Tensor) -> torch.Tensor:
+        """(batch, heads) float selection of this layer's anchor heads."""
+        if self.config.head_source == "calibrated":
+            mask = (self.positive_heads if kind == "positive" else self.negative_heads)[layer]
+            return mask.to(share.device, share.dtype).expand_as(share)
+        count = max(1, round(self.config.head_fraction * share.shape[1]))
+        order = share.argsort(dim=1, descending=(kind == "positive"))[:, :count]
+        return torch.zeros_like(share).scatter_(1, order, 1.0)
+
+    def observe_visual(self, layer: int, visual_probs: torch.Tensor) -> None:
+        kind = "positive" if layer in self._intermediate else "negative"
+        share = visual_probs.sum(-1)  # (batch, heads)
+        selection = self._heads(kind, layer, share)
+        p = visual_probs / share.unsqueeze(-1).clamp_min(1e-12)
+        contribution = (p * selection.unsqueeze(-1)).sum(1)  # (batch, V)
+        self._sums[kind] = self._sums.get(kind, 0) + contribution
+        self._counts[kind] = self._counts.get(kind, 0) + selection.sum(1, keepdim=True)
+
+    def _anchor(self, kind: str) -> torch.Tensor | None:
+        """Mean visual distribution over this step's anchor heads, (batch, V); ``None`` if switched off."""
+        if kind not in self._sums:
+            return None
+        return self._sums[kind] / self._counts[kind].clamp_min(1)
+
+    def _scaled(self, anchor: torch.Tensor) -> torch.Tensor:
+        if self.config.mode == "logit":
+            return anchor / anchor.amax(-1, keepdim=True).clamp_min(1e-12)
+        return anchor
+
+    def bias(self, layer: int, logits: torch.Tensor | None, span: VisualSpan) -> torch.Tensor | None:
+        if self._bias is None:
+            self.positive_anchor = self._anchor("positive")
+            self.negative_anchor = self._anchor("negative")
+            shift = torch.zeros(span.batch_size, span.num_visual, device=span.positions.device)
+            if self.positive_anchor is not None:
+                shift = shift + self.config.alpha * self._scaled(self.positive_anchor)
+            if self.negative_anchor is not None:
+                shift = shift - self.config.beta * self._scaled(self.negative_anchor)
+            self._bias = shift.unsqueeze(1)  # (batch, 1, V)
+        bias = self._bias
+        if self.config.mode == "prob":
+            visual_logits = logits.gather(2, span.index_for(logits.shape[1]))
+            log_p = visual_logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+            p = log_p.exp()
+            shifted = p + bias * p.sum(-1, keepdim=True)
+            bias = torch.where(shifted > 0, shifted.clamp_min(1e-30).log() - log_p,
+                               torch.full_like(p, torch.finfo(torch.float32).min / 2))
+        if self.config.apply_to == "sensitive":
+            bias = bias * self.deep_heads[layer].to(bias.device, bias.dtype).view(1, -1, 1)
+        return bias
+
+
+@contextmanager
+def clva(model, config: CLVAConfig | None = None, *, heads: HeadClasses | None = None):
+    """Run ``model`` with CLVA inside the block; the model is restored in ``finally``.
+
+    ``model``: a :class:`~clva_lite.models.loading.LoadedModel` or Hugging Face model. ``heads``: head classes fitted on
+    the calibration split (needed unless ``config.head_source == "per-input"``). Yields the
+    :class:`CLVAIntervention`, whose ``positive_anchor`` / ``negative_anchor`` hold the last step's anchors.
+    Composes with :func:`clva_lite.capture` (enter either first) to see deep attention after the intervention.
+    """
+    config = config or CLVAConfig()
+    hf_model = unwrap(model)
+    text_config = getattr(hf_model.config, "text_config", hf_model.config)
+    intervention = CLVAIntervention(config, int(text_config.num_hidden_layers),
+                                    int(text_config.num_attention_heads), heads)
+    with attached(hf_model, intervention=intervention):
+        yield intervention

@@ -1,0 +1,100 @@
+"""Held-out comparison of decoding methods (notebook 05): records per method, tables with CIs, paired deltas.
+
+Every method answers the same items; metrics carry 95 % bootstrap CIs over scenes and deltas are paired
+(method minus baseline on the same questions), see :mod:`clva_lite.eval.scoring`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from .items import Item, run_items
+from .methods import Method
+from .scoring import format_ci, paired_delta, score_chair, score_mme, score_pope
+
+
+def evaluate_methods(loaded, methods: Sequence[Method], items: Sequence[Item], *, max_new_tokens: int,
+                     batch_size: int = 64) -> dict[str, list[dict]]:
+    """``{method name: records}`` for every method on the same ``items`` (in order)."""
+    if not items:
+        raise ValueError("no items to evaluate; check the split and the number of scenes")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"method names must be unique, got {names}")
+    return {m.name: run_items(loaded, m, items, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                              desc=m.name) for m in methods}
+
+
+def pope_summary(records: dict[str, list[dict]], metrics: Sequence[str] = ("accuracy", "f1", "yes_ratio")
+                 ) -> pd.DataFrame:
+    """Rows: method; columns: (sampling, metric) as ``"value [low, high]"`` in %."""
+    table = {}
+    for name, method_records in records.items():
+        scores = score_pope(method_records, metrics=metrics)
+        table[name] = {(kind, metric): format_ci(scores[kind][metric]) for kind in scores for metric in metrics}
+    return pd.DataFrame.from_dict(table, orient="index")
+
+
+def chair_summary(records: dict[str, list[dict]], metrics: Sequence[str] = ("chair_s", "chair_i", "recall")
+                  ) -> pd.DataFrame:
+    """Rows: method; columns: CHAIR metrics as ``"value [low, high]"`` in %, and mean caption length in words."""
+    rows = {}
+    for name, method_records in records.items():
+        scores = score_chair(method_records, metrics=(*metrics, "mean_length"))
+        rows[name] = {**{m: format_ci(scores[m]) for m in metrics},
+                      "mean length": f"{scores['mean_length']['value']:.1f}"}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def mme_summary(records: dict[str, list[dict]]) -> pd.DataFrame:
+    """Rows: method; columns: MME-style score per subtask (max 200) and the total (max 800 for four)."""
+    rows = {}
+    for name, method_records in records.items():
+        scores = score_mme(method_records, ci=False)
+        rows[name] = {**{k: round(v["score"], 1) for k, v in scores["subtasks"].items()},
+                      "total": round(scores["total"], 1)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def pope_deltas(records: dict[str, list[dict]], baseline: str = "vanilla", metric: str = "f1") -> pd.DataFrame:
+    """Long table (method, metric, value, low, high) of paired POPE deltas per sampling, in points (x100)."""
+    if baseline not in records:
+        raise ValueError(f"baseline {baseline!r} is not among the methods {list(records)}")
+    rows = []
+    for name, method_records in records.items():
+        if name == baseline:
+            continue
+        for kind in dict.fromkeys(r["kind"] for r in method_records):
+            delta = paired_delta([r for r in records[baseline] if r["kind"] == kind],
+                                 [r for r in method_records if r["kind"] == kind], "pope", metric)
+            rows.append({"method": name, "metric": f"Δ {metric} {kind}", **{k: 100 * v for k, v in delta.items()}})
+    return pd.DataFrame(rows)
+
+
+def chair_deltas(records: dict[str, list[dict]], baseline: str = "vanilla", metric: str = "chair_s"
+                 ) -> pd.DataFrame:
+    """Long table (method, metric, value, low, high) of paired CHAIR deltas in points (x100)."""
+    if baseline not in records:
+        raise ValueError(f"baseline {baseline!r} is not among the methods {list(records)}")
+    rows = [{"method": name, "metric": f"Δ {metric}",
+             **{k: 100 * v for k, v in paired_delta(records[baseline], recs, "chair", metric).items()}}
+            for name, recs in records.items() if name != baseline]
+    return pd.DataFrame(rows)
+
+
+def verdicts(deltas: pd.DataFrame, lower_is_better: Sequence[str] = ("chair",), baseline: str = "vanilla"
+             ) -> list[str]:
+    """One sentence per delta row saying whether its 95 % CI excludes 0 and in which direction it points."""
+    lines = []
+    for row in deltas.itertuples():
+        lower = any(tag in row.metric.lower() for tag in lower_is_better)
+        if row.low > 0 or row.high < 0:
+            better = (row.value < 0) == lower
+            verdict = f"better than {baseline}" if better else f"worse than {baseline}"
+        else:
+            verdict = "no difference the CI can resolve"
+        lines.append(f"{row.method:>8} {row.metric:<22} {row.value:+6.1f} [{row.low:+.1f}, {row.high:+.1f}] "
+                     f"-> {verdict}")
+    return lines

@@ -1,0 +1,194 @@
+"""Overhead benchmark: generate time and peak memory of capture, CLVA, PAI and VCD against stock SDPA.
+
+Every method generates the same number of tokens (``min_new_tokens = max_new_tokens``) from the same inputs on
+the same model; runs are interleaved (vanilla, m1, m2, ..., vanilla, m1, ...) and paired, and each ratio is the
+median over repeats of (method time / stock time of the same round). Peak memory: on CUDA
+``torch.cuda.max_memory_allocated`` during the call; on CPU the peak resident set size sampled every
+millisecond. ``random_weights_from_config`` builds a model of a real shape (e.g. LLaVA-1.5-7B) with random
+weights, so the overhead at 7B scale is measured on a GPU without downloading anything.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from ..attention.capture import capture, unwrap
+
+LLAVA_15_7B = {
+    "vision_config": {"model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
+                      "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
+                      "projection_dim": 768},
+    "text_config": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+                    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+                    "vocab_size": 32064, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
+    "image_token_index": 32000, "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
+    "image_seq_length": 576,
+}
+SHAPES = {"llava-1.5-7b": LLAVA_15_7B}
+
+
+def random_weights_model(shape: str = "llava-1.5-7b", *, device="cuda", dtype=torch.float16):
+    """A ``LlavaForConditionalGeneration`` of a known shape with random weights, and matching dummy inputs."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
+    config = LlavaConfig(**SHAPES[shape])
+    with torch.device(device):
+        model = LlavaForConditionalGeneration(config).to(dtype).eval()
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = None
+    size = config.vision_config.image_size
+    n_visual = (size // config.vision_config.patch_size) ** 2
+    text = torch.randint(100, 30000, (1, 40), generator=torch.Generator().manual_seed(0))
+    input_ids = torch.cat([torch.tensor([[1]]), text[:, :5], torch.full((1, n_visual), config.image_token_id),
+                           text[:, 5:]], dim=1).to(device)
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+              "pixel_values": torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(
+                  device, dtype)}
+    return model, inputs
+
+
+@contextmanager
+def _peak_memory(device: torch.device):
+    """Yields a dict whose ``peak`` is set, on exit, to the peak memory (bytes) during the block."""
+    result: dict[str, float] = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield result
+        torch.cuda.synchronize(device)
+        result["peak"] = torch.cuda.max_memory_allocated(device)
+        return
+    import psutil
+
+    process = psutil.Process()
+    peak = [process.memory_info().rss]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        sampler.join()
+        result["peak"] = max(peak[0], process.memory_info().rss)
+
+
+def _timed(run, device: torch.device) -> tuple[float, float]:
+    with _peak_memory(device) as memory:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    return seconds, memory["peak"]
+
+
+def benchmark(loaded_or_model, inputs, methods: dict, *, new_tokens: int = 64, repeats: int = 5,
+              warmup: int = 1) -> dict:
+    """Time ``methods`` (name -> callable(model, inputs, generate_kwargs)) against stock generate.
+
+    Returns per method: median seconds, median time ratio vs stock (paired by round), peak-memory ratio.
+    """
+    model = unwrap(loaded_or_model)
+    device = next(model.parameters()).device
+    generate_kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
+
+    def stock(m, i, kw):
+        return m.generate(**i, **kw)
+
+    runners = {"stock SDPA": stock, **methods}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    peaks: dict[str, list[float]] = {name: [] for name in runners}
+    with torch.no_grad():
+        for round_index in range(warmup + repeats):
+            for name, runner in runners.items():
+                seconds, peak = _timed(lambda r=runner: r(model, inputs, generate_kwargs), device)
+                if round_index >= warmup:
+                    times[name].append(seconds)
+                    peaks[name].append(peak)
+    results = {"device": str(device), "dtype": str(next(model.parameters()).dtype), "new_tokens": new_tokens,
+               "repeats": repeats, "prompt_tokens": int(inputs["input_ids"].shape[1]), "methods": {}}
+    for name in runners:
+        ratios = [t / s for t, s in zip(times[name], times["stock SDPA"])]
+        results["methods"][name] = {
+            "median_seconds": statistics.median(times[name]),
+            "time_ratio": statistics.median(ratios),
+            "peak_memory_bytes": max(peaks[name]),
+            "memory_ratio": max(peaks[name]) / max(peaks["stock SDPA"]),
+        }
+    return results
+
+
+def default_methods(loaded_or_model, heads=None) -> dict:
+    """capture, CLVA (per-input heads unless ``heads`` given), PAI with guidance, VCD."""
+    from ..attention.clva import CLVAConfig, clva
+    from ..attention.pai_vcd import PAIConfig, pai_attention, pai_guidance, vcd_processor
+
+    config = CLVAConfig(head_source="calibrated" if heads is not None else "per-input")
+
+    def with_capture(m, i, kw):
+        with capture(m, i):
+            return m.generate(**i, **kw)
+
+    def with_clva(m, i, kw):
+        with clva(m, config, heads=heads):
+            return m.generate(**i, **kw)
+
+    def with_pai(m, i, kw):
+        with pai_attention(m, PAIConfig()):
+            return m.generate(**i, **kw, logits_processor=pai_guidance(m, i, PAIConfig()))
+
+    def with_vcd(m, i, kw):
+        return m.generate(**i, **kw, logits_processor=vcd_processor(m, i))
+
+    return {"capture": with_capture, "CLVA": with_clva, "PAI (with guidance)": with_pai, "VCD": with_vcd}
+
+
+def format_results(results: dict) -> str:
+    lines = [f"device={results['device']} dtype={results['dtype']} prompt_tokens={results['prompt_tokens']} "
+             f"new_tokens={results['new_tokens']} repeats={results['repeats']}",
+             f"{'method':<22}{'median s':>10}{'time ratio':>12}{'peak MiB':>11}{'mem ratio':>11}"]
+    for name, r in results["methods"].items():
+        lines.append(f"{name:<22}{r['median_seconds']:>10.3f}{r['time_ratio']:>12.3f}"
+                     f"{r['peak_memory_bytes'] / 2**20:>11.1f}{r['memory_ratio']:>11.3f}")
+    return "\n".join(lines)
+
+
+def run_benchmark(model: str = "toy", *, random_weights_from_config: str | None = None, new_tokens: int = 64,
+                  repeats: int = 5, out: str | Path | None = None, device: str | None = None,
+                  dtype: str = "float16") -> dict:
+    """Benchmark on the toy (or any ``load_model`` name), or on a random-weight model of a known shape."""
+    if random_weights_from_config:
+        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        hf_model, inputs = random_weights_model(random_weights_from_config, device=target,
+                                                dtype=getattr(torch, dtype))
+        subject = hf_model
+    else:
+        from ..models.loading import load_model
+        from ..toy import generate_scene
+
+        subject = load_model(model, device=device)
+        inputs = subject.inputs([generate_scene("calibration", 0).image()], ["describe the image ."])
+    results = benchmark(subject, inputs, default_methods(subject), new_tokens=new_tokens, repeats=repeats)
+    results["model"] = random_weights_from_config or model
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    return results

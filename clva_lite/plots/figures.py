@@ -1,0 +1,206 @@
+"""Figures (seaborn / matplotlib). Every function computes nothing new: it draws tensors it is given and
+returns the ``matplotlib.figure.Figure``."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+
+from ..attention.spans import GROUPS
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+
+
+def overlay(ax, heat: np.ndarray, grid: tuple[int, int], image=None) -> None:
+    """Draw a (rows, cols) heat map over ``image`` (or alone when there is no image) on ``ax``."""
+    if image is not None:
+        ax.imshow(np.asarray(image.resize((grid[1] * 16, grid[0] * 16))))
+        ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, grid[1] * 16, grid[0] * 16, 0))
+    else:
+        ax.imshow(heat, cmap="inferno")
+
+
+def visual_share_matrix(share_matrix: torch.Tensor, *, annotate: str | None = "system+prompt",
+                        title: str = "Attention of the query on visual tokens"):
+    """Fig. 1: layer x head matrix of the visual share.
+
+    share_matrix: (L, H, 4) mean group shares (``GROUPS`` order). Cells are coloured by the visual share and,
+    with ``annotate``, labelled with the share of the named text groups (e.g. ``"system+prompt"``).
+    """
+    shares = _np(share_matrix)
+    visual = shares[..., GROUPS.index("visual")]
+    labels = None
+    if annotate:
+        text = sum(shares[..., GROUPS.index(g)] for g in annotate.split("+"))
+        labels = np.vectorize(lambda v: f"{v:.2f}")(text)
+    height = max(3.0, 0.35 * visual.shape[0] + 1.2)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * visual.shape[1] + 2), height))
+    sns.heatmap(visual, ax=ax, cmap="viridis", vmin=0, vmax=max(1e-6, float(visual.max())),
+                annot=labels if labels is not None and visual.size <= 1100 else None, fmt="",
+                annot_kws={"fontsize": 6}, cbar_kws={"label": "visual share"})
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    subtitle = f"\n(cell text: share on {annotate} tokens)" if annotate else ""
+    ax.set_title(title + subtitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def layer_heatmaps(visual: torch.Tensor, grid: tuple[int, int] | None, image=None, *, layers=None,
+                   columns: int = 4, title: str = "Visual attention per layer"):
+    """Fig. 2a: each layer's mean visual distribution drawn over the image.
+
+    visual: (L, H, V) attention of one query. ``grid`` (rows, cols) maps V tokens to the image; without one
+    the tokens cannot be placed on the image and a clear error is raised.
+    """
+    if grid is None:
+        raise ValueError("these visual tokens do not form one image grid, so they cannot be drawn over the image")
+    data = _np(visual)
+    p = data / np.clip(data.sum(-1, keepdims=True), 1e-12, None)
+    per_layer = p.mean(1)  # (L, V)
+    layers = list(range(per_layer.shape[0])) if layers is None else list(layers)
+    rows = int(np.ceil(len(layers) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, layer in zip(axes.flat, layers):
+        overlay(ax, per_layer[layer].reshape(grid), grid, image)
+        ax.set_title(f"layer {layer}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def drift_curves(curves: dict[str, torch.Tensor], bands: dict[str, list[int]] | None = None,
+                 title: str = "Visual attention drift across layers"):
+    """Fig. 2b: entropy of sensitive heads and correlations with the two anchors, per layer, bands shaded."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    layers = np.arange(len(_np(curves["entropy_sensitive"])))
+    left.plot(layers, _np(curves["entropy_sensitive"]), marker="o", color="tab:blue")
+    left.set_xlabel("layer")
+    left.set_ylabel("normalised entropy")
+    left.set_title("entropy of vision-sensitive heads", fontsize=10)
+    right.plot(layers, _np(curves["corr_early_insensitive"]), marker="o", color="tab:green",
+               label="vs. early insensitive mean (noise)")
+    right.plot(layers, _np(curves["corr_mid_sensitive"]), marker="o", color="tab:red",
+               label="vs. mid sensitive mean (anchor)")
+    right.set_xlabel("layer")
+    right.set_ylabel("Pearson r")
+    right.set_title("correlation of each layer's visual attention", fontsize=10)
+    right.legend(fontsize=8)
+    colours = {"early": "tab:green", "intermediate": "tab:red", "deep": "tab:gray"}
+    for ax in (left, right):
+        for name, band in (bands or {}).items():
+            ax.axvspan(min(band) - 0.5, max(band) + 0.5, color=colours.get(name, "tab:gray"), alpha=0.08)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def weight_grid(values: np.ndarray, alphas, betas, *, metric: str = "F1", title: str | None = None):
+    """Fig. 5: a metric over the alpha (rows) x beta (columns) grid."""
+    fig, ax = plt.subplots(figsize=(1.0 * len(betas) + 2.5, 0.8 * len(alphas) + 1.5))
+    sns.heatmap(np.asarray(values), annot=True, fmt=".3f", cmap="rocket_r" if "CHAIR" in metric else "rocket",
+                xticklabels=[f"{b:g}" for b in betas], yticklabels=[f"{a:g}" for a in alphas], ax=ax,
+                cbar_kws={"label": metric})
+    ax.set_xlabel("beta (negative anchor)")
+    ax.set_ylabel("alpha (positive anchor)")
+    ax.set_title(title or f"{metric} over the alpha/beta grid", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def attention_before_after(before: torch.Tensor, after: torch.Tensor, grid: tuple[int, int], image=None,
+                           titles=("stock", "with CLVA")):
+    """Two heat maps of a (V,) distribution over the image: before and after an intervention."""
+    return attention_maps([before, after], titles, grid, image)
+
+
+def attention_maps(maps, titles, grid: tuple[int, int], image=None, *, suptitle: str | None = None):
+    """Several (V,) distributions over the image side by side (e.g. anchors, or deep attention per alpha)."""
+    maps = list(maps)
+    if len(maps) != len(titles):
+        raise ValueError(f"{len(maps)} maps but {len(titles)} titles")
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.9), squeeze=False)
+    for ax, data, name in zip(axes[0], maps, titles):
+        overlay(ax, _np(data).reshape(grid), grid, image)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def head_class_map(classes, bands: dict[str, list[int]], title: str = "Head classes used by CLVA's anchors"):
+    """(L, H) visual shares with the anchors' heads marked: S = sensitive (A+ / deep), I = insensitive (A-)."""
+    share = _np(classes.visual_share)
+    labels = np.full(share.shape, "", dtype=object)
+    for name, layers in bands.items():
+        if name in ("intermediate", "deep"):
+            labels[_np(classes.sensitive(layers)).astype(bool)] = "S"
+        if name == "early":
+            labels[_np(classes.insensitive(layers)).astype(bool)] = "I"
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * share.shape[1] + 2), max(3.0, 0.35 * share.shape[0] + 1.2)))
+    sns.heatmap(share, annot=labels, fmt="", cmap="viridis", vmin=0, vmax=1, ax=ax, cbar_kws={"label": "visual share"})
+    band_of = {layer: name for name, layers in bands.items() for layer in layers}
+    ax.set_yticks(np.arange(share.shape[0]) + 0.5,
+                  [f"{layer} {band_of.get(layer, '')}".strip() for layer in range(share.shape[0])], rotation=0)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def metric_curves(table, x: str, metrics, *, title: str = "", xlabel: str | None = None):
+    """Line plot of some columns of a DataFrame against column ``x`` (one panel per metric)."""
+    metrics = list(metrics)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 2.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        ax.plot(table[x], table[metric], marker="o")
+        ax.set_xlabel(xlabel or x)
+        ax.set_title(metric, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def delta_forest(deltas, title: str = "Method minus vanilla (paired, 95 % CI)"):
+    """Forest plot of paired deltas. deltas: DataFrame with columns method, metric, value, low, high."""
+    metrics = list(dict.fromkeys(deltas["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 0.45 * deltas["method"].nunique() + 1.4),
+                             squeeze=False, sharey=True)
+    for ax, metric in zip(axes[0], metrics):
+        rows = deltas[deltas["metric"] == metric]
+        y = np.arange(len(rows))
+        ax.errorbar(rows["value"], y, xerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]], fmt="o",
+                    capsize=3)
+        ax.axvline(0, color="gray", lw=0.8, ls="--")
+        ax.set_yticks(y, rows["method"])
+        ax.set_title(metric, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def anchor_agreement_by_step(correlations: dict[str, torch.Tensor], layers: list[int], tokens: list[str],
+                             title: str = "Deep-layer agreement with each anchor, token by token"):
+    """correlations: ``anchor_correlations`` of one generation, each (steps, L); plotted as the mean over ``layers``."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(tokens) + 1.5), 3.0))
+    names = {"early_insensitive": ("A- (early insensitive: noise)", "tab:green"),
+             "mid_sensitive": ("A+ (mid sensitive: anchor)", "tab:red")}
+    for key, (label, colour) in names.items():
+        ax.plot(_np(correlations[key])[:, layers].mean(1), marker="o", color=colour, label=label)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=60, fontsize=7)
+    ax.set_ylabel(f"Pearson r, layers {layers[0]}-{layers[-1]}")
+    ax.axhline(0, color="gray", lw=0.6)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
