@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clva_lite.notebooks import REPOSITORY, colab_badge
+from clva_lite.notebooks import REPOSITORY, colab_badge, read_repository, setup_preamble
 
 FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 SERIES = ["00_quickstart", "01_attention_drift", "02_head_sensitivity", "03_positive_anchoring",
@@ -38,7 +38,8 @@ def test_notebook_shape(path: Path):
     assert re.search(r"^# \d\d · ", first, re.MULTILINE), "a numbered title"
     assert "Learning goals" in first and "Prerequisites" in first
     setup = _source(code[0])
-    assert f'REPOSITORY = "{REPOSITORY}"' in setup and "except ImportError" in setup
+    assert setup.startswith(setup_preamble()), "the setup cell opens with the one template (run make notebooks)"
+    assert f'REPOSITORY = "{REPOSITORY}"' in setup
     assert "default_device()" in setup and "torch.manual_seed" in setup
     text = "\n".join(markdown)
     assert "## Exercise" in text and "<details><summary>Solution</summary>" in text
@@ -55,3 +56,46 @@ def test_notebook_is_committed_executed(path: Path):
     outputs = [o for c in code for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "figures are stored as static images"
+
+
+TQDM_TEXT = re.compile(r"\d+/\d+ \[")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_progress_bars_leave_text_not_frozen_widgets(path: Path):
+    outputs = [o for c in _load(path)["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    widgets = [o["data"] for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    bars = [w.get("text/plain", "") for w in widgets if TQDM_TEXT.search(w.get("text/plain", ""))
+            or w.get("text/plain", "").startswith("HBox(children=(HTML")]
+    assert not bars, f"{len(bars)} tqdm widget outputs would render as frozen bars (run make notebooks)"
+
+
+def test_the_repository_comes_from_pyproject(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLVA_LITE_REPOSITORY", raising=False)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project.urls]\nRepository = "https://github.com/someone/their-fork"\n')
+    assert read_repository(pyproject) == "someone/their-fork"
+    assert "someone/their-fork" in setup_preamble(read_repository(pyproject))
+    monkeypatch.setenv("CLVA_LITE_REPOSITORY", "other/slug")
+    assert read_repository(pyproject) == "other/slug"
+    monkeypatch.delenv("CLVA_LITE_REPOSITORY")
+    pyproject.write_text("[project]\nname = 'x'\n")
+    with pytest.raises(ValueError, match=r"no Repository = .*\[project.urls\]"):
+        read_repository(pyproject)
+
+
+def test_a_failed_install_says_what_to_do(tmp_path):
+    """The setup cell's install branch, run where clva_lite is not importable and the clone fails."""
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text("#!/bin/sh\necho 'fatal: repository not found' >&2\nexit 128\n")
+    (bin_dir / "git").chmod(0o755)
+    code = "import sys; sys.modules['clva_lite'] = None\n" + setup_preamble("nobody/missing")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=60)
+    assert result.returncode != 0
+    assert "could not clone https://github.com/nobody/missing.git" in result.stderr
+    assert "Set REPOSITORY" in result.stderr and "pip install -e" in result.stderr

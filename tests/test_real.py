@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import clva_lite
-from clva_lite.models import real
 from clva_lite.eval.overhead import LLAVA_15_7B
+from clva_lite.models import real
 from clva_lite.models.tiny import TINY_KINDS, build_tiny_model
 
 
