@@ -35,7 +35,7 @@ except ImportError:
     sys.path.insert(0, folder)
     import clva_lite
 """
-SETUP_BLOCK = re.compile(r"\A# Setup:.*?\nexcept ImportError:\n(?:    .*\n)+", re.DOTALL)
+SETUP_BLOCK = re.compile(r"\A# Setup:.*?\nexcept ImportError:\n(?:    [^\n]*\n)+", re.DOTALL)
 
 
 def read_repository(pyproject: Path = PYPROJECT) -> str:

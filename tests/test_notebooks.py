@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clva_lite.notebooks import REPOSITORY, colab_badge, read_repository, setup_preamble
+from clva_lite.notebooks import REPOSITORY, colab_badge, read_repository, refresh_badge, setup_preamble
 
 FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 SERIES = ["00_quickstart", "01_attention_drift", "02_head_sensitivity", "03_positive_anchoring",
@@ -99,3 +99,17 @@ def test_a_failed_install_says_what_to_do(tmp_path):
     assert result.returncode != 0
     assert "could not clone https://github.com/nobody/missing.git" in result.stderr
     assert "Set REPOSITORY" in result.stderr and "pip install -e" in result.stderr
+
+
+def test_refreshing_rewrites_only_the_install_part_of_the_setup_cell():
+    import nbformat
+
+    old = ('# Setup: old text\nREPOSITORY = "x/y"\ntry:\n    import clva_lite\nexcept ImportError:\n'
+           '    import subprocess\n    import clva_lite\n\nimport torch\nprint(torch.__version__)\n')
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 00 · t"),
+                                               nbformat.v4.new_code_cell(old)])
+    refresh_badge(notebook)
+    assert notebook.cells[1].source == setup_preamble() + "\nimport torch\nprint(torch.__version__)\n"
+    notebook.cells[1].source = "import torch\n"
+    with pytest.raises(ValueError, match="must open with the setup block"):
+        refresh_badge(notebook)
