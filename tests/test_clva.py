@@ -74,11 +74,12 @@ def test_bias_matches_the_formula_on_a_hand_computed_case():
     assert iv.positive_heads[2, 1] and iv.negative_heads[0, 1] and not iv.negative_heads[0, 0]
     iv.begin_step(0)
     early = torch.tensor([[[0.1, 0.1, 0.1, 0.1], [0.02, 0.02, 0.04, 0.02]]])  # (batch 1, heads 2, V 4)
-    iv.observe_visual(0, early)
+    norm = lambda v: v / v.sum(-1, keepdim=True)  # noqa: E731  (the function hands over distributions)
+    iv.observe_visual(0, norm(early), None)
     mid_1 = torch.tensor([[[0.1, 0.2, 0.1, 0.1], [0.1, 0.1, 0.1, 0.2]]])
     mid_2 = torch.tensor([[[0.2, 0.2, 0.2, 0.2], [0.4, 0.2, 0.1, 0.1]]])
-    iv.observe_visual(1, mid_1)
-    iv.observe_visual(2, mid_2)
+    iv.observe_visual(1, norm(mid_1), None)
+    iv.observe_visual(2, norm(mid_2), None)
     positive_heads = [(1, h, mid_1[0, h]) for h in range(2) if iv.positive_heads[1, h]]
     positive_heads += [(2, h, mid_2[0, h]) for h in range(2) if iv.positive_heads[2, h]]
     a_plus = torch.stack([row / row.sum() for _, _, row in positive_heads]).mean(0)

@@ -65,8 +65,8 @@ TQDM_TEXT = re.compile(r"\d+/\d+ \[")
 def test_progress_bars_leave_text_not_frozen_widgets(path: Path):
     outputs = [o for c in _load(path)["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     widgets = [o["data"] for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    bars = [w.get("text/plain", "") for w in widgets if TQDM_TEXT.search(w.get("text/plain", ""))
-            or w.get("text/plain", "").startswith("HBox(children=(HTML")]
+    texts = ["".join(w.get("text/plain", "")) for w in widgets]
+    bars = [t for t in texts if TQDM_TEXT.search(t) or t.startswith("HBox(children=(HTML")]
     assert not bars, f"{len(bars)} tqdm widget outputs would render as frozen bars (run make notebooks)"
 
 

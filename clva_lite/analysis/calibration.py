@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..attention.capture import capture
-from ..attention.heads import HeadClasses, fit_head_classes
+from ..attention.heads import HeadClasses, check_criterion, fit_head_classes
 from ..progress import tqdm
 
 
@@ -25,15 +25,17 @@ def record_prefill(loaded, images: list, questions: list[str], *, batch_size: in
     return torch.cat(visual), torch.cat(shares)
 
 
-def calibrate_heads(loaded, images: list, questions: list[str], *, split: str, rule: str = "topk",
-                    fraction: float = 0.25, low: float = 0.05, high: float = 0.3, batch_size: int = 16
-                    ) -> HeadClasses:
-    """Head classes from the mean visual share of each head over ``(images, questions)``.
+def calibrate_heads(loaded, images: list, questions: list[str], *, split: str, criterion: str = "share",
+                    rule: str = "topk", fraction: float = 0.25, low: float = 0.05, high: float = 0.3,
+                    batch_size: int = 16) -> HeadClasses:
+    """Head classes from each head's mean visual share and focus over ``(images, questions)``, ranked by
+    ``criterion`` (``"share"``, ``"focus"`` or ``"share_focus"``; ``.with_criterion`` re-ranks them later).
 
     ``split`` names where the data came from and is recorded; fitting on ``"test"`` is refused.
     """
     if str(getattr(split, "value", split)) == "test":
         raise ValueError("head classes must not be fitted on the test split; use the calibration split")
-    _, shares = record_prefill(loaded, images, questions, batch_size=batch_size, desc="calibrate heads")
-    return fit_head_classes(shares, split=str(getattr(split, "value", split)), rule=rule, fraction=fraction,
-                            low=low, high=high)
+    check_criterion(criterion)
+    visual, shares = record_prefill(loaded, images, questions, batch_size=batch_size, desc="calibrate heads")
+    return fit_head_classes(shares, visual=visual, split=str(getattr(split, "value", split)), criterion=criterion,
+                            rule=rule, fraction=fraction, low=low, high=high)

@@ -6,8 +6,11 @@
     rec.shares        # (steps, batch, layers, heads, 4): system / visual / prompt / generated
     rec.row(0).visual # (steps, layers, heads, V) for the first batch row
 
-Step 0 is the prefill's last prompt token; step k > 0 is the k-th generated token's query. Memory per step is
-O(layers x heads x V); only the requested layers are kept.
+Step 0 is the prefill's last prompt token; step k > 0 is the k-th generated token's query. During the pass each
+requested layer hands over its current query and keys (views, no copies); after the step's last requested layer
+all its rows are computed in one fused batched matmul and kept as logits; the softmax and the visual / group split
+run when ``visual`` or ``shares`` is first read, off the model's hot path.
+Memory per step is O(layers x heads x keys); only the requested layers are kept.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .function import attached
+from .function import QueryRow, attached, row_logits
 from .spans import GROUPS, VisualSpan, find_visual_span
 
 
@@ -48,8 +51,8 @@ class AttentionRecord:
         self.layers = layers
         self._layer_slot = {layer: k for k, layer in enumerate(layers)}
         self._store_device = store_device
-        self._visual_steps: list[list[torch.Tensor | None]] = []
-        self._share_steps: list[list[torch.Tensor | None]] = []
+        self._steps: list[torch.Tensor] = []  # per step: logits (layers, batch, heads, kv)
+        self._pending: list[QueryRow] = []  # the current step's rows, until its last requested layer
         self._last_step: int | None = None
         self._visual: torch.Tensor | None = None
         self._shares: torch.Tensor | None = None
@@ -58,20 +61,17 @@ class AttentionRecord:
     def wants_layer(self, layer: int) -> bool:
         return layer in self._layer_slot
 
-    def observe(self, step: int, layer: int, probs: torch.Tensor, span: VisualSpan) -> None:
+    def observe(self, step: int, layer: int, row: QueryRow, span: VisualSpan) -> None:
         if step != self._last_step:
+            if self._pending:
+                raise RuntimeError("a step was recorded for only some layers (did the forward pass fail?)")
             self._last_step = step
-            self._visual_steps.append([None] * len(self.layers))
-            self._share_steps.append([None] * len(self.layers))
             self._visual = self._shares = None
         self._span = span
-        visual = probs.gather(2, span.index_for(probs.shape[1]))
-        shares = span.group_shares(probs)
-        if self._store_device is not None:
-            visual, shares = visual.to(self._store_device), shares.to(self._store_device)
-        slot = self._layer_slot[layer]
-        self._visual_steps[-1][slot] = visual
-        self._share_steps[-1][slot] = shares
+        self._pending.append(row)
+        if len(self._pending) == len(self.layers):
+            logits, self._pending = row_logits(self._pending), []
+            self._steps.append(logits.to(self._store_device) if self._store_device is not None else logits)
 
     # Results -----------------------------------------------------------------------------------------------------
     @property
@@ -83,17 +83,22 @@ class AttentionRecord:
 
     @property
     def num_steps(self) -> int:
-        return len(self._visual_steps)
+        return len(self._steps)
 
-    def _stack(self, steps: list[list[torch.Tensor | None]]) -> torch.Tensor:
-        if not steps:
+    def _materialise(self) -> None:
+        if not self._steps:
             raise RuntimeError("nothing was recorded: run the model (forward or generate) inside the capture block")
-        out = []
-        for step in steps:
-            if any(t is None for t in step):
-                raise RuntimeError("a step was recorded for only some layers (did the forward pass fail?)")
-            out.append(torch.stack(step, dim=1))
-        return torch.stack(out)
+        if self._pending:
+            raise RuntimeError("a step was recorded for only some layers (did the forward pass fail?)")
+        visual, shares = [], []
+        for buffer in self._steps:
+            logits = buffer.transpose(0, 1)  # (batch, layers, heads, kv)
+            batch, layers, heads, kv = logits.shape
+            probs = torch.softmax(logits, dim=-1).reshape(batch, layers * heads, kv)
+            span = self.span.to(probs.device) if self.span.positions.device != probs.device else self.span
+            visual.append(span.take(probs).reshape(batch, layers, heads, -1))
+            shares.append(span.group_shares(probs).reshape(batch, layers, heads, -1))
+        self._visual, self._shares = torch.stack(visual), torch.stack(shares)
 
     @property
     def visual(self) -> torch.Tensor:
@@ -102,14 +107,14 @@ class AttentionRecord:
         Under beam search or ``num_return_sequences=k`` the batch axis holds the expanded rows (row ``b*k + j``).
         """
         if self._visual is None:
-            self._visual = self._stack(self._visual_steps)
+            self._materialise()
         return self._visual
 
     @property
     def shares(self) -> torch.Tensor:
         """(steps, batch, layers, heads, 4): attention mass on system / visual / prompt / generated tokens."""
         if self._shares is None:
-            self._shares = self._stack(self._share_steps)
+            self._materialise()
         return self._shares
 
     def row(self, index: int = 0) -> RowRecord:

@@ -27,7 +27,7 @@ import torch
 
 from .capture import unwrap
 from .function import attached
-from .heads import DEFAULT_BANDS, HeadClasses, band_layers
+from .heads import DEFAULT_BANDS, HeadClasses, band_layers, check_criterion, visual_focus
 from .spans import VisualSpan
 
 Band = tuple[float, float] | range | list[int]
@@ -40,8 +40,12 @@ class CLVAConfig:
 
     alpha, beta: log-factors applied at the strongest positive / negative anchor patch (0 <= w <= 20).
     head_source: ``"calibrated"`` (head classes fitted on the calibration split, passed to :func:`clva`) or
-        ``"per-input"`` (at each step, each anchor layer's top/bottom ``head_fraction`` of heads by visual share).
-    head_rule, head_fraction: how calibrated head classes are chosen (see :class:`~clva_lite.analysis.HeadClasses`).
+        ``"per-input"`` (at each step, each anchor layer's top/bottom ``head_fraction`` of heads by the criterion).
+    head_criterion: what makes a head vision-sensitive (:data:`~clva_lite.attention.heads.CRITERIA`): ``"share"``,
+        ``"focus"`` or ``"share_focus"``; ``None`` takes the calibrated head classes' own criterion (``"share"``
+        per input).
+    head_rule, head_fraction: how calibrated head classes are chosen (see
+        :class:`~clva_lite.attention.heads.HeadClasses`).
     mode: ``"logit"`` (additive bias on logits) or ``"prob"`` (shift of probabilities, for the ablation).
     apply_to: ``"all"`` deep heads, or only the deep band's ``"sensitive"`` heads.
     """
@@ -52,6 +56,7 @@ class CLVAConfig:
     intermediate: Band = DEFAULT_BANDS["intermediate"]
     deep: Band = DEFAULT_BANDS["deep"]
     head_source: str = "calibrated"
+    head_criterion: str | None = None
     head_rule: str = "topk"
     head_fraction: float = 0.25
     mode: str = "logit"
@@ -72,6 +77,8 @@ class CLVAConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}; use one of {allowed}")
         if not 0 < self.head_fraction <= 0.5:
             raise ValueError(f"head_fraction={self.head_fraction} must be in (0, 0.5]")
+        if self.head_criterion is not None:
+            check_criterion(self.head_criterion)
 
     def layers(self, num_layers: int) -> dict[str, list[int]]:
         """The three bands as layer lists for a ``num_layers``-deep decoder; clear errors when they do not fit."""
@@ -99,6 +106,7 @@ class CLVAIntervention:
         self._intermediate = set(self.bands["intermediate"])
         self._deep = set(self.bands["deep"])
         self.positive_heads = self.negative_heads = self.deep_heads = None
+        self._weights: dict[int, torch.Tensor] = {}  # calibrated: layer -> (heads,) weight in its anchor's mean
         if config.head_source == "calibrated":
             if heads is None:
                 raise ValueError(
@@ -110,14 +118,20 @@ class CLVAIntervention:
                     f"head classes are for {tuple(heads.visual_share.shape)} layers x heads, the model has "
                     f"{(num_layers, num_heads)}"
                 )
-            classes = HeadClasses(heads.visual_share, rule=config.head_rule, fraction=config.head_fraction,
-                                  low=heads.low, high=heads.high, source=heads.source)
+            self.criterion = config.head_criterion or heads.criterion
+            classes = heads.with_criterion(self.criterion, rule=config.head_rule, fraction=config.head_fraction)
             self.positive_heads = classes.sensitive(self.bands["intermediate"])
             self.negative_heads = classes.insensitive(self.bands["early"])
             self.deep_heads = classes.sensitive(self.bands["deep"])
             for name, mask in (("positive", self.positive_heads), ("negative", self.negative_heads)):
                 if not bool(mask.any()):
                     raise ValueError(f"the {name} anchor has no head under rule {config.head_rule!r}; relax it")
+                weights = mask.float() / mask.sum()
+                for layer in self.bands["intermediate" if name == "positive" else "early"]:
+                    self._weights[layer] = weights[layer]
+        else:
+            self.criterion = config.head_criterion or "share"
+        self.needs_visual_share = config.head_source == "per-input" and self.criterion != "focus"
         self.positive_anchor: torch.Tensor | None = None  # (batch, V), last step's A+
         self.negative_anchor: torch.Tensor | None = None
         self._sums: dict[str, torch.Tensor] = {}
@@ -130,7 +144,7 @@ class CLVAIntervention:
         self._counts.clear()
         self._bias = None
 
-    def wants_probs(self, layer: int) -> bool:
+    def wants_visual(self, layer: int) -> bool:
         return (layer in self._intermediate and self.config.alpha > 0) or (layer in self._early and
                                                                            self.config.beta > 0)
 
@@ -140,21 +154,25 @@ class CLVAIntervention:
     def acts_on(self, layer: int) -> bool:
         return layer in self._deep
 
-    def _heads(self, kind: str, layer: int, share: torch.Tensor) -> torch.Tensor:
-        """(batch, heads) float selection of this layer's anchor heads."""
-        if self.config.head_source == "calibrated":
-            mask = (self.positive_heads if kind == "positive" else self.negative_heads)[layer]
-            return mask.to(share.device, share.dtype).expand_as(share)
-        count = max(1, round(self.config.head_fraction * share.shape[1]))
-        order = share.argsort(dim=1, descending=(kind == "positive"))[:, :count]
-        return torch.zeros_like(share).scatter_(1, order, 1.0)
+    def _per_input_heads(self, kind: str, distribution: torch.Tensor, share: torch.Tensor | None) -> torch.Tensor:
+        """(batch, heads) 0/1 selection of this step's top (positive) or bottom (negative) heads by the criterion."""
+        focus = visual_focus(distribution) if self.criterion != "share" else None
+        score = share if self.criterion == "share" else focus if self.criterion == "focus" else share * focus
+        count = max(1, round(self.config.head_fraction * score.shape[1]))
+        order = score.argsort(dim=1, descending=(kind == "positive"))[:, :count]
+        return torch.zeros_like(score).scatter_(1, order, 1.0)
 
-    def observe_visual(self, layer: int, visual_probs: torch.Tensor) -> None:
+    def observe_visual(self, layer: int, distribution: torch.Tensor, share: torch.Tensor | None) -> None:
         kind = "positive" if layer in self._intermediate else "negative"
-        share = visual_probs.sum(-1)  # (batch, heads)
-        selection = self._heads(kind, layer, share)
-        p = visual_probs / share.unsqueeze(-1).clamp_min(1e-12)
-        contribution = (p * selection.unsqueeze(-1)).sum(1)  # (batch, V)
+        if self.config.head_source == "calibrated":
+            weights = self._weights[layer]
+            if weights.device != distribution.device:
+                weights = self._weights[layer] = weights.to(distribution.device)
+            contribution = torch.matmul(weights, distribution)  # (batch, V): this layer's part of the mean
+            self._sums[kind] = self._sums[kind] + contribution if kind in self._sums else contribution
+            return
+        selection = self._per_input_heads(kind, distribution, share)
+        contribution = (distribution * selection.unsqueeze(-1)).sum(1)  # (batch, V)
         self._sums[kind] = self._sums.get(kind, 0) + contribution
         self._counts[kind] = self._counts.get(kind, 0) + selection.sum(1, keepdim=True)
 
@@ -162,6 +180,8 @@ class CLVAIntervention:
         """Mean visual distribution over this step's anchor heads, (batch, V); ``None`` if switched off."""
         if kind not in self._sums:
             return None
+        if kind not in self._counts:  # calibrated: the weights already average over the anchor's heads
+            return self._sums[kind]
         return self._sums[kind] / self._counts[kind].clamp_min(1)
 
     def _scaled(self, anchor: torch.Tensor) -> torch.Tensor:
@@ -181,7 +201,7 @@ class CLVAIntervention:
             self._bias = shift.unsqueeze(1)  # (batch, 1, V)
         bias = self._bias
         if self.config.mode == "prob":
-            visual_logits = logits.gather(2, span.index_for(logits.shape[1]))
+            visual_logits = span.take(logits)
             log_p = visual_logits - torch.logsumexp(logits, dim=-1, keepdim=True)
             p = log_p.exp()
             shifted = p + bias * p.sum(-1, keepdim=True)

@@ -4,8 +4,10 @@
 ``AttentionInterface`` (with ``sdpa_mask`` in ``AttentionMaskInterface``, or padding masks would be dropped) and
 switches a model's *text* sub-config to it for the life of a context manager. The function computes the output
 with stock fused SDPA; when a capture or an intervention is attached to the model it also computes, per decoder
-layer, the one attention row of the *current query* (the last position): ``z = q_last . K^T * scale + mask``,
-shape (batch, heads, kv). Never the full (seq x seq) matrix.
+layer that something asked for, the one attention row of the *current query* (the last position):
+``z = q_last . K^T * scale + mask``, shape (batch, heads, kv), or only its visual part when that is all an
+intervention reads. Never the full (seq x seq) matrix. What each layer needs is planned once per attachment, the
+last row's masks are built once per step, and observers keep the row and do their work after the pass.
 
 Per-model state is kept in ``_STATES``, keyed by the text config the attention modules share. Vision-tower
 attention has no ``layer_idx`` and goes straight to stock SDPA.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from transformers import AttentionInterface
@@ -27,37 +29,106 @@ from .spans import VisualSpan, find_visual_span
 ATTENTION_NAME = "clva_lite"
 
 
+class QueryRow(NamedTuple):
+    """One layer's current-query attention row, as its parts; :func:`row_logits` computes it when an observer asks.
+    The tensors are the layer's own (views, no copies); hold a row no longer than the step."""
+
+    query: torch.Tensor  # (batch, heads, 1, d): the current query
+    key: torch.Tensor  # (batch, kv_heads, kv, d)
+    scale: float
+    groups: int  # heads per kv head (grouped-query attention)
+    mask: torch.Tensor  # (batch, heads, kv) additive mask of the last row
+    bias: torch.Tensor | None  # (batch, heads, kv) the intervention's bias on the key axis, if any
+    logits: torch.Tensor | None  # (batch, heads, kv) when the function already computed the row
+
+
+def row_logits(rows: list[QueryRow]) -> torch.Tensor:
+    """The masked pre-softmax rows after any bias of several layers of one step: (layers, batch, heads, kv), float32.
+
+    One fused batched matmul (baddbmm) for all rows that share shapes, scale and mask, as a step's decoder layers
+    do: per step a handful of kernel launches instead of a handful per layer.
+    """
+    first = rows[0]
+    todo = [r for r in rows if r.logits is None]
+    uniform = all(r.key.shape == first.key.shape and r.scale == first.scale and r.groups == first.groups
+                  and r.mask is first.mask for r in rows)
+    if not todo:
+        return torch.stack([r.logits for r in rows])
+    if not uniform:
+        return torch.stack([r.logits if r.logits is not None else
+                            _scores(r.query, r.key, r.groups, r.scale, mask=r.mask).add_(r.bias if r.bias is not None
+                                                                                        else 0) for r in rows])
+    batch, heads, kv = first.mask.shape
+    dim = first.query.shape[-1]
+    count = len(todo)
+    query = torch.stack([r.query for r in todo]).view(count * batch * heads, 1, dim)
+    keys = torch.stack([r.key for r in todo])  # (count, batch, kv_heads, kv, d)
+    if first.groups > 1:
+        keys = keys[:, :, :, None].expand(-1, -1, -1, first.groups, -1, -1)
+    keys_t = keys.reshape(count * batch * heads, kv, dim).transpose(1, 2)
+    mask = first.mask.expand(count, batch, heads, kv).reshape(count * batch * heads, 1, kv)
+    if query.dtype != torch.float32:
+        query, keys_t = query.float(), keys_t.float()
+    computed = torch.baddbmm(mask, query, keys_t, alpha=first.scale).view(count, batch, heads, kv)
+    if len(todo) == len(rows) and all(r.bias is None for r in rows):
+        return computed
+    fresh = iter(computed.unbind(0))
+    out = []
+    for r in rows:
+        logits = r.logits if r.logits is not None else next(fresh)
+        if r.logits is None and r.bias is not None:
+            logits = logits + r.bias
+        out.append(logits)
+    return torch.stack(out)
+
+
 class Observer(Protocol):
     """Reads the current-query attention row of some layers (e.g. the capture recorder)."""
 
     def wants_layer(self, layer: int) -> bool: ...
 
-    def observe(self, step: int, layer: int, probs: torch.Tensor, span: VisualSpan) -> None:
-        """``probs``: post-softmax row (batch, heads, kv), after any intervention."""
+    def observe(self, step: int, layer: int, row: QueryRow, span: VisualSpan) -> None:
+        """``row``: this layer's current-query row after any intervention (``row_logits([row])`` computes it;
+        softmax gives the attention). Observers batch the work over a step's layers, off the per-layer path."""
 
 
 class Intervention(Protocol):
     """Changes the current-query row's logits on visual keys in some layers (CLVA, PAI)."""
 
+    needs_visual_share: bool  # observe_visual needs the share of attention on the image (then the full row is read)
+
     def begin_step(self, step: int) -> None: ...
 
-    def wants_probs(self, layer: int) -> bool:
-        """Needs this layer's stock post-softmax visual row (anchors)."""
+    def wants_visual(self, layer: int) -> bool:
+        """Reads this layer's stock visual attention distribution (anchors)."""
 
-    def acts_on(self, layer: int) -> bool:
-        """Adds a bias in this layer."""
-
-    def observe_visual(self, layer: int, visual_probs: torch.Tensor) -> None:
-        """``visual_probs``: (batch, heads, V) attention on visual keys (not renormalised)."""
+    def observe_visual(self, layer: int, distribution: torch.Tensor, share: torch.Tensor | None) -> None:
+        """``distribution``: (batch, heads, V) attention on visual keys renormalised over them; ``share``:
+        (batch, heads) attention mass on the image, or ``None`` unless ``needs_visual_share``."""
 
     def wants_logits(self, layer: int) -> bool:
         """Needs this layer's pre-softmax row to compute its bias (PAI, CLVA's "prob" mode)."""
+
+    def acts_on(self, layer: int) -> bool:
+        """Adds a bias in this layer."""
 
     def bias(self, layer: int, logits: torch.Tensor | None, span: VisualSpan) -> torch.Tensor | None:
         """Additive bias on visual keys, (batch, heads or 1, V), or ``None`` to leave the layer stock.
 
         ``logits``: the layer's pre-softmax row (batch, heads, kv) when ``wants_logits(layer)``, else ``None``.
+        Returning the same tensor object for several layers of a step lets the function build its mask once.
         """
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What the attached observers and intervention want from one layer; computed once per attachment."""
+
+    observers: tuple
+    wants_visual: bool
+    full_row: bool  # the intervention needs the whole (batch, heads, kv) logit row (its bias, or the share)
+    wants_logits: bool
+    acts: bool
 
 
 @dataclass
@@ -72,11 +143,55 @@ class AttentionState:
     pinned: int = 0  # active attachments that were given inputs (their span must not be swapped under them)
     step: int = -1
     original_implementation: str | None = None
+    plans: dict[int, LayerPlan | None] = field(default_factory=dict)
+    step_cache: dict = field(default_factory=dict)  # masks built once per step, keyed by the objects they came from
 
     def rows_for(self, batch: int) -> VisualSpan:
         if self.span is None:
             raise RuntimeError("no visual span: the model ran no prefill with image tokens inside the context")
         return self.span.expanded_to(batch)
+
+    def begin_step(self) -> None:
+        self.step += 1
+        self.step_cache.clear()
+        if self.intervention is not None:
+            self.intervention.begin_step(self.step)
+
+    def plan(self, layer: int) -> LayerPlan | None:
+        """``None`` when nothing attached wants ``layer`` (it then runs stock SDPA)."""
+        if layer not in self.plans:
+            observers = tuple(o for o in self.observers if o.wants_layer(layer))
+            iv = self.intervention
+            wants_visual = iv is not None and iv.wants_visual(layer)
+            wants_logits = iv is not None and iv.wants_logits(layer)
+            acts = iv is not None and iv.acts_on(layer)
+            full_row = wants_logits or (wants_visual and iv.needs_visual_share)
+            active = bool(observers) or wants_visual or acts
+            self.plans[layer] = LayerPlan(observers, wants_visual, full_row, wants_logits, acts) if active else None
+        return self.plans[layer]
+
+    def mask_row(self, attention_mask: torch.Tensor | None, batch: int, heads: int, kv: int, device) -> torch.Tensor:
+        """Additive float mask of the last query row, (batch, heads, kv) contiguous, built once per step and mask."""
+        key = ("mask", id(attention_mask), batch, heads, kv)
+        entry = self.step_cache.get(key)
+        if entry is None or entry[0] is not attention_mask:  # holding the mask keeps its id from being reused
+            row = _last_row_mask(attention_mask, batch, kv, device).expand(batch, heads, kv).contiguous()
+            entry = (attention_mask, row)
+            self.step_cache[key] = entry
+        return entry[1]
+
+    def biased_row_mask(self, bias: torch.Tensor, attention_mask, span: VisualSpan, batch: int, heads: int, kv: int,
+                        dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bias placed on the key axis (batch, heads, kv) and the last row's SDPA mask (batch, heads, 1, kv),
+        built once per step for each bias object (CLVA returns one for all deep layers)."""
+        key = ("bias", id(bias), id(attention_mask), heads, kv)
+        entry = self.step_cache.get(key)
+        if entry is None or entry[0] is not bias or entry[1] is not attention_mask:
+            full_bias = span.place(bias.float().expand(batch, heads, -1), kv)
+            row_mask = (self.mask_row(attention_mask, batch, heads, kv, device) + full_bias).unsqueeze(2).to(dtype)
+            entry = (bias, attention_mask, full_bias, row_mask)
+            self.step_cache[key] = entry
+        return entry[2], entry[3]
 
 
 _STATES: dict[int, AttentionState] = {}
@@ -102,6 +217,32 @@ def _last_row_mask(attention_mask: torch.Tensor | None, batch: int, kv: int, dev
     return row.float()
 
 
+_NO_INPUT: dict[torch.device, torch.Tensor] = {}  # baddbmm's ignored input when beta=0, one per device
+
+
+def _scores(query_last: torch.Tensor, keys: torch.Tensor, groups: int, scale: float,
+            mask: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """q . K^T * scale (+ mask) for the last query, as one fused batched matmul (baddbmm).
+
+    query_last: (batch, heads, 1, d); keys: (batch, kv_heads, n, d); mask: (batch, heads, n) contiguous float.
+    Returns (batch, heads, n) in float32 (into ``out``, contiguous, when given).
+    """
+    batch, heads, _, dim = query_last.shape
+    keys = repeat_kv(keys, groups) if groups > 1 else keys
+    n = keys.shape[2]
+    query = query_last.float().reshape(batch * heads, 1, dim)
+    keys_t = keys.float().reshape(batch * heads, n, dim).transpose(1, 2)
+    target = out.view(batch * heads, 1, n) if out is not None else None
+    if mask is None:
+        ignored = _NO_INPUT.get(query.device)
+        if ignored is None:
+            ignored = _NO_INPUT[query.device] = torch.zeros(1, 1, 1, device=query.device)
+        result = torch.baddbmm(ignored, query, keys_t, beta=0, alpha=scale, out=target)
+    else:
+        result = torch.baddbmm(mask.view(batch * heads, 1, n), query, keys_t, alpha=scale, out=target)
+    return out if out is not None else result.view(batch, heads, n)
+
+
 def clva_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -120,39 +261,31 @@ def clva_attention_forward(
         return _stock(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
     if layer == state.first_layer:
-        state.step += 1
-        if state.intervention is not None:
-            state.intervention.begin_step(state.step)
-    intervention = state.intervention
-    observers = [o for o in state.observers if o.wants_layer(layer)]
-    wants_probs = intervention is not None and intervention.wants_probs(layer)
-    wants_logits = intervention is not None and intervention.wants_logits(layer)
-    may_bias = intervention is not None and intervention.acts_on(layer)
-    if not (observers or wants_probs or may_bias):
+        state.begin_step()
+    plan = state.plan(layer)
+    if plan is None:
         return _stock(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
+    intervention = state.intervention
     batch, heads, q_length, head_dim = query.shape
     kv = key.shape[2]
     span = state.rows_for(batch)
     scale = scaling if scaling is not None else head_dim**-0.5
-    mask_row = _last_row_mask(attention_mask, batch, kv, query.device)  # (batch, 1, kv)
     groups = heads // key.shape[1]
-    logits = None
-    if observers or wants_probs or wants_logits:
-        keys = repeat_kv(key, groups) if groups > 1 else key
-        logits = torch.einsum("bhd,bhkd->bhk", query[:, :, -1].float(), keys.float()) * scale + mask_row
+    query_last = query[:, :, -1:]
+    logits = visual_logits = full_bias = None
+    if plan.full_row:
+        logits = _scores(query_last, key, groups, scale, mask=state.mask_row(attention_mask, batch, heads, kv,
+                                                                             query.device))
+    elif plan.wants_visual:  # anchors only: the visual keys are never masked for the current query
+        visual_logits = _scores(query_last, span.take_keys(key), groups, scale)
 
-    bias = None
-    if may_bias:
-        bias = intervention.bias(layer, logits if wants_logits else None, span)
-
+    bias = intervention.bias(layer, logits if plan.wants_logits else None, span) if plan.acts else None
     if bias is None:
         output, _ = _stock(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-        probs = torch.softmax(logits, dim=-1) if logits is not None else None
     else:
-        full_bias = torch.zeros(batch, heads, kv, device=query.device)
-        full_bias.scatter_add_(2, span.index_for(heads), bias.float().expand(batch, heads, -1))
-        row_mask = (mask_row + full_bias).unsqueeze(2).to(query.dtype)  # (batch, heads, 1, kv)
+        full_bias, row_mask = state.biased_row_mask(bias, attention_mask, span, batch, heads, kv, query.dtype,
+                                                    query.device)
         row_kwargs = {k: v for k, v in kwargs.items() if k != "is_causal"}
         last, _ = _stock(module, query[:, :, -1:], key, value, row_mask, dropout=dropout, scaling=scaling,
                          is_causal=False, **row_kwargs)
@@ -163,12 +296,21 @@ def clva_attention_forward(
                                **kwargs)
             output = output.clone()
             output[:, -1:] = last
-        probs = torch.softmax(logits + full_bias, dim=-1) if logits is not None else None
+        if logits is not None:
+            logits = logits + full_bias
 
-    if wants_probs:
-        intervention.observe_visual(layer, probs.gather(2, span.index_for(heads)))
-    for observer in observers:
-        observer.observe(state.step, layer, probs, span)
+    if plan.wants_visual:
+        share = None
+        if logits is not None:
+            visual_logits = span.take(logits)
+            if intervention.needs_visual_share:
+                share = (visual_logits.logsumexp(-1) - logits.logsumexp(-1)).exp()
+        intervention.observe_visual(layer, torch.softmax(visual_logits, dim=-1), share)
+    if plan.observers:
+        row = QueryRow(query_last, key, scale, groups,
+                       state.mask_row(attention_mask, batch, heads, kv, query.device), full_bias, logits)
+        for observer in plan.observers:
+            observer.observe(state.step, layer, row, span)
     return output, None
 
 
@@ -247,6 +389,7 @@ def attached(model, span: VisualSpan | None = None, *, observer: Observer | None
             state.observers.append(observer)
         if intervention is not None:
             state.intervention = intervention
+        state.plans.clear()
         yield state
     finally:
         if span is not None:
@@ -255,6 +398,7 @@ def attached(model, span: VisualSpan | None = None, *, observer: Observer | None
             state.observers.remove(observer)
         if intervention is not None and state.intervention is intervention:
             state.intervention = None
+        state.plans.clear()
         if created:
             _STATES.pop(key, None)
             if handle is not None:

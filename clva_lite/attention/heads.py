@@ -61,14 +61,55 @@ def normalised_entropy(visual: torch.Tensor) -> torch.Tensor:
     return entropy / torch.log(torch.tensor(float(visual.shape[-1])))
 
 
+CRITERIA: dict[str, str] = {
+    "share": "visual share: the head's attention mass on the image (the paper's Fig. 1)",
+    "focus": "focus: 1 - normalised entropy of the head's visual distribution (looks at a few patches)",
+    "share_focus": "share x focus: the head both looks at the image and looks somewhere in it",
+}
+
+
+def check_criterion(criterion: str) -> str:
+    if criterion not in CRITERIA:
+        raise ValueError(f"head criterion {criterion!r} is unknown; use one of {tuple(CRITERIA)}")
+    return criterion
+
+
+def visual_focus(visual: torch.Tensor) -> torch.Tensor:
+    """1 - normalised entropy of the visual distribution: 0 = uniform over the image, 1 = one patch.
+    (..., V) -> (...)."""
+    return 1.0 - normalised_entropy(visual)
+
+
+def head_focus(visual: torch.Tensor) -> torch.Tensor:
+    """Mean focus per layer and head. visual: (..., L, H, V) raw visual attention pooled over leading axes.
+    Returns (L, H)."""
+    return visual_focus(visual).reshape(-1, *visual.shape[-3:-1]).mean(0)
+
+
+def criterion_score(criterion: str, share: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
+    """The score a criterion ranks heads by (higher = more vision-sensitive); same shape as ``share``."""
+    check_criterion(criterion)
+    if criterion == "share":
+        return share
+    if focus is None:
+        raise ValueError(
+            f"head criterion {criterion!r} needs each head's focus (visual entropy): fit the classes with "
+            "clva_lite.calibrate_heads(...) or fit_head_classes(shares, visual=visual, ...)"
+        )
+    return focus if criterion == "focus" else share * focus
+
+
 @dataclass
 class HeadClasses:
     """Vision-sensitive and vision-insensitive heads.
 
     visual_share: (L, H) mean visual share of each head on the data it was fitted on.
-    rule: ``"topk"`` (within a band, the ``fraction`` of heads with the highest share are sensitive and the same
-    fraction with the lowest are insensitive, at least one each) or ``"threshold"`` (share >= ``high`` is
-    sensitive, share <= ``low`` insensitive).
+    focus: (L, H) mean focus (1 - normalised visual entropy) of each head, or ``None`` (then only ``"share"``).
+    criterion: what "vision-sensitive" means (:data:`CRITERIA`): ``"share"``, ``"focus"`` or ``"share_focus"``.
+        None needs object masks, so every criterion works on real models.
+    rule: ``"topk"`` (within a band, the ``fraction`` of heads with the highest score are sensitive and the same
+    fraction with the lowest are insensitive, at least one each) or ``"threshold"`` (score >= ``high`` is
+    sensitive, score <= ``low`` insensitive; the thresholds are in the criterion's units, all in [0, 1]).
     source: where the shares came from, e.g. ``"calibration"`` or ``"per-input"``.
     """
 
@@ -78,6 +119,8 @@ class HeadClasses:
     low: float = 0.05
     high: float = 0.3
     source: str = "calibration"
+    focus: torch.Tensor | None = None
+    criterion: str = "share"
 
     def __post_init__(self) -> None:
         if self.rule not in ("topk", "threshold"):
@@ -86,10 +129,20 @@ class HeadClasses:
             raise ValueError(f"fraction must be in (0, 0.5], got {self.fraction}")
         if not 0.0 <= self.low < self.high <= 1.0:
             raise ValueError(f"thresholds need 0 <= low < high <= 1, got low={self.low}, high={self.high}")
+        if self.focus is not None and self.focus.shape != self.visual_share.shape:
+            raise ValueError(f"focus {tuple(self.focus.shape)} and visual_share {tuple(self.visual_share.shape)} "
+                             "must both be (layers, heads)")
+        self.score = criterion_score(self.criterion, self.visual_share, self.focus)
 
     @property
     def num_layers(self) -> int:
         return self.visual_share.shape[0]
+
+    def with_criterion(self, criterion: str, **changes) -> HeadClasses:
+        """The same fitted heads ranked by another criterion (and optionally another rule/fraction)."""
+        fields = {"rule": self.rule, "fraction": self.fraction, "low": self.low, "high": self.high,
+                  "source": self.source, "focus": self.focus, **changes}
+        return HeadClasses(self.visual_share, criterion=criterion, **fields)
 
     def _band_mask(self, layers: list[int] | None) -> torch.Tensor:
         mask = torch.zeros_like(self.visual_share, dtype=torch.bool)
@@ -98,16 +151,16 @@ class HeadClasses:
 
     def _select(self, layers: list[int] | None, highest: bool) -> torch.Tensor:
         band = self._band_mask(layers)
-        share = self.visual_share
+        score = self.score
         if self.rule == "threshold":
-            chosen = share >= self.high if highest else share <= self.low
+            chosen = score >= self.high if highest else score <= self.low
             return chosen & band
         count = max(1, round(self.fraction * int(band.sum())))
-        scores = share.masked_fill(~band, float("-inf") if highest else float("inf"))
+        scores = score.masked_fill(~band, float("-inf") if highest else float("inf"))
         order = scores.flatten().argsort(descending=highest)[:count]
-        chosen = torch.zeros(share.numel(), dtype=torch.bool, device=share.device)
+        chosen = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
         chosen[order] = True
-        return chosen.view_as(share)
+        return chosen.view_as(score)
 
     def sensitive(self, layers: list[int] | None = None) -> torch.Tensor:
         """(L, H) bool: vision-sensitive heads among ``layers`` (all layers when ``None``)."""
@@ -118,14 +171,18 @@ class HeadClasses:
         return self._select(layers, highest=False)
 
 
-def fit_head_classes(shares: torch.Tensor, *, split: str, rule: str = "topk", fraction: float = 0.25,
-                     low: float = 0.05, high: float = 0.3) -> HeadClasses:
-    """Fit head classes from group shares (..., L, H, 4) recorded on ``split``.
+def fit_head_classes(shares: torch.Tensor, *, split: str, visual: torch.Tensor | None = None,
+                     criterion: str = "share", rule: str = "topk", fraction: float = 0.25, low: float = 0.05,
+                     high: float = 0.3) -> HeadClasses:
+    """Fit head classes from group shares (..., L, H, 4) recorded on ``split``, and from the visual attention
+    (..., L, H, V) of the same prompts when given (it provides each head's focus, which ``"focus"`` and
+    ``"share_focus"`` need).
 
     Fitting is only allowed on the calibration or train split: head classes chosen on test data would leak the
     evaluation into the method.
     """
     if str(split) in ("test", "Split.TEST"):
         raise ValueError("head classes must not be fitted on the test split; fit them on the calibration split")
+    focus = head_focus(visual) if visual is not None else None
     return HeadClasses(visual_attention_share(shares), rule=rule, fraction=fraction, low=low, high=high,
-                       source=str(getattr(split, "value", split)))
+                       source=str(getattr(split, "value", split)), focus=focus, criterion=check_criterion(criterion))

@@ -70,10 +70,12 @@ class PAIIntervention:
     def begin_step(self, step: int) -> None:
         pass
 
-    def wants_probs(self, layer: int) -> bool:
+    needs_visual_share = False
+
+    def wants_visual(self, layer: int) -> bool:
         return False
 
-    def observe_visual(self, layer: int, visual_probs: torch.Tensor) -> None:
+    def observe_visual(self, layer: int, distribution: torch.Tensor, share: torch.Tensor | None) -> None:
         pass
 
     def wants_logits(self, layer: int) -> bool:
@@ -83,7 +85,7 @@ class PAIIntervention:
         return layer >= self.config.start_layer
 
     def bias(self, layer: int, logits: torch.Tensor | None, span: VisualSpan) -> torch.Tensor:
-        visual_logits = logits.gather(2, span.index_for(logits.shape[1]))
+        visual_logits = span.take(logits)
         return self.config.alpha * visual_logits.abs()
 
 

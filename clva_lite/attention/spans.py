@@ -73,6 +73,41 @@ class VisualSpan:
             self._cache[key] = self.positions.unsqueeze(1).expand(-1, heads, -1).contiguous()
         return self._cache[key]
 
+    @property
+    def start(self) -> int | None:
+        """The first visual position when every row's visual tokens are one run at the same place (then the
+        visual keys are a slice, a view, not a gather), else ``None``. Read once per span (a host sync on GPU)."""
+        if "start" not in self._cache:
+            first = self.positions[:, :1]
+            run = first + torch.arange(self.num_visual, device=self.positions.device)
+            aligned = bool((self.positions == run).all()) and bool((first == first[:1]).all())
+            self._cache["start"] = int(first[0, 0]) if aligned else None
+        return self._cache["start"]
+
+    def take(self, row: torch.Tensor) -> torch.Tensor:
+        """The visual part of a key axis. row: (batch, heads, kv) -> (batch, heads, V)."""
+        start = self.start
+        if start is not None:
+            return row[..., start:start + self.num_visual]
+        return row.gather(2, self.index_for(row.shape[1]))
+
+    def take_keys(self, key: torch.Tensor) -> torch.Tensor:
+        """Keys of the visual tokens. key: (batch, kv_heads, kv, d) -> (batch, kv_heads, V, d)."""
+        start = self.start
+        if start is not None:
+            return key[:, :, start:start + self.num_visual]
+        index = self.index_for(key.shape[1]).unsqueeze(-1).expand(-1, -1, -1, key.shape[-1])
+        return key.gather(2, index)
+
+    def place(self, visual: torch.Tensor, kv: int) -> torch.Tensor:
+        """A zero (batch, heads, kv) row holding ``visual`` (batch, heads, V) at the visual positions."""
+        out = visual.new_zeros(visual.shape[0], visual.shape[1], kv)
+        start = self.start
+        if start is not None:
+            out[..., start:start + self.num_visual] = visual
+            return out
+        return out.scatter_(2, self.index_for(visual.shape[1]), visual)
+
     def to(self, device: torch.device) -> VisualSpan:
         return VisualSpan(self.positions.to(device), self.system.to(device), self.prompt.to(device), self.grid,
                           self.grid_note)
@@ -85,7 +120,7 @@ class VisualSpan:
         """
         length = self.prompt_length
         prompt_probs = probs[..., :length]
-        visual = probs.gather(2, self.index_for(probs.shape[1])).sum(-1)
+        visual = self.take(probs).sum(-1)
         system = (prompt_probs * self.system.unsqueeze(1)).sum(-1)
         prompt = (prompt_probs * self.prompt.unsqueeze(1)).sum(-1)
         generated = probs[..., length:].sum(-1)
