@@ -212,7 +212,8 @@ def test_per_input_agreement_chooses_per_layer_like_clva():
     # the per-layer choice matches CLVA's own per-input selection (1 of 4 heads per layer at fraction 0.25)
     intervention = CLVAIntervention(CLVAConfig(head_source="per-input", early=[0], intermediate=[1], deep=[2]),
                                     3, 4, None)
-    chosen = intervention._heads("positive", 1, prompt)  # (layers as batch rows, heads)
+    uniform = torch.full((2, 4, 9), 1 / 9)  # the share criterion ranks by share alone
+    chosen = intervention._per_input_heads("positive", uniform, prompt)  # (layers as batch rows, heads)
     assert chosen.bool().tolist() == [[True, False, False, False], [True, False, False, False]]
 
 

@@ -74,21 +74,23 @@ def test_bias_matches_the_formula_on_a_hand_computed_case():
     assert iv.positive_heads[2, 1] and iv.negative_heads[0, 1] and not iv.negative_heads[0, 0]
     iv.begin_step(0)
     early = torch.tensor([[[0.1, 0.1, 0.1, 0.1], [0.02, 0.02, 0.04, 0.02]]])  # (batch 1, heads 2, V 4)
-    norm = lambda v: v / v.sum(-1, keepdim=True)  # noqa: E731  (the function hands over distributions)
-    iv.observe_visual(0, norm(early), None)
+    from clva_lite.attention.function import QueryRow
+    from clva_lite.attention.spans import VisualSpan
+
+    span = VisualSpan(torch.arange(4).unsqueeze(0), torch.zeros(1, 5, dtype=torch.bool),
+                      torch.zeros(1, 5, dtype=torch.bool), (2, 2))
+    # the function hands over rows; one whose logits are log p has softmax p over the visual keys
+    row = lambda v: QueryRow(None, None, 1.0, 1, None, None, (v / v.sum(-1, keepdim=True)).log())  # noqa: E731
+    iv.observe_visual(0, row(early), span)
     mid_1 = torch.tensor([[[0.1, 0.2, 0.1, 0.1], [0.1, 0.1, 0.1, 0.2]]])
     mid_2 = torch.tensor([[[0.2, 0.2, 0.2, 0.2], [0.4, 0.2, 0.1, 0.1]]])
-    iv.observe_visual(1, norm(mid_1), None)
-    iv.observe_visual(2, norm(mid_2), None)
+    iv.observe_visual(1, row(mid_1), span)
+    iv.observe_visual(2, row(mid_2), span)
     positive_heads = [(1, h, mid_1[0, h]) for h in range(2) if iv.positive_heads[1, h]]
     positive_heads += [(2, h, mid_2[0, h]) for h in range(2) if iv.positive_heads[2, h]]
     a_plus = torch.stack([row / row.sum() for _, _, row in positive_heads]).mean(0)
     a_minus = early[0, 1] / early[0, 1].sum()
     expected = 2.0 * a_plus / a_plus.max() - 1.0 * a_minus / a_minus.max()
-    from clva_lite.attention.spans import VisualSpan
-
-    span = VisualSpan(torch.arange(4).unsqueeze(0), torch.zeros(1, 5, dtype=torch.bool),
-                      torch.zeros(1, 5, dtype=torch.bool), (2, 2))
     bias = iv.bias(3, None, span)
     assert bias.shape == (1, 1, 4)
     assert torch.allclose(bias[0, 0], expected, atol=1e-6)

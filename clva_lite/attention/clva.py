@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from .capture import unwrap
-from .function import attached
+from .function import QueryRow, attached, row_logits, stacked_keys
 from .heads import DEFAULT_BANDS, HeadClasses, band_layers, check_criterion, visual_focus
 from .spans import VisualSpan
 
@@ -134,12 +134,21 @@ class CLVAIntervention:
         self.needs_visual_share = config.head_source == "per-input" and self.criterion != "focus"
         self.positive_anchor: torch.Tensor | None = None  # (batch, V), last step's A+
         self.negative_anchor: torch.Tensor | None = None
+        self._rows: list[tuple[int, QueryRow]] = []  # calibrated: this step's anchor rows, both bands
+        self._stacked: dict[tuple, torch.Tensor] = {}  # (layers, device) -> (2, layers, 1, heads, 1) anchor weights
+        self._coefficients: dict[tuple, torch.Tensor] = {}  # (kinds, device) -> (kinds, 1, 1): alpha, -beta
+        self._prompt = -1
+        self._keys: dict[tuple, torch.Tensor] = {}  # this prompt's anchor-layer image keys (fixed while it decodes)
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, torch.Tensor] = {}
         self._bias: torch.Tensor | None = None
 
     # Intervention protocol ---------------------------------------------------------------------------------------
-    def begin_step(self, step: int) -> None:
+    def begin_step(self, step: int, prompt: int = 0) -> None:
+        if prompt != self._prompt:
+            self._prompt = prompt
+            self._keys.clear()
+        self._rows = []
         self._sums.clear()
         self._counts.clear()
         self._bias = None
@@ -162,43 +171,76 @@ class CLVAIntervention:
         order = score.argsort(dim=1, descending=(kind == "positive"))[:, :count]
         return torch.zeros_like(score).scatter_(1, order, 1.0)
 
-    def observe_visual(self, layer: int, distribution: torch.Tensor, share: torch.Tensor | None) -> None:
+    def observe_visual(self, layer: int, row: QueryRow, span: VisualSpan) -> None:
         kind = "positive" if layer in self._intermediate else "negative"
-        if self.config.head_source == "calibrated":
-            weights = self._weights[layer]
-            if weights.device != distribution.device:
-                weights = self._weights[layer] = weights.to(distribution.device)
-            contribution = torch.matmul(weights, distribution)  # (batch, V): this layer's part of the mean
-            self._sums[kind] = self._sums[kind] + contribution if kind in self._sums else contribution
+        if self.config.head_source == "calibrated":  # computed for both bands at once, in _calibrated_anchors
+            self._rows.append((layer, row))
             return
+        logits = row_logits([row])[0]  # (batch, heads, kv or V)
+        if self.needs_visual_share:
+            visual = span.take(logits)
+            share = (visual.logsumexp(-1) - logits.logsumexp(-1)).exp()
+        else:
+            visual, share = logits, None
+        distribution = torch.softmax(visual, dim=-1)
         selection = self._per_input_heads(kind, distribution, share)
         contribution = (distribution * selection.unsqueeze(-1)).sum(1)  # (batch, V)
         self._sums[kind] = self._sums.get(kind, 0) + contribution
         self._counts[kind] = self._counts.get(kind, 0) + selection.sum(1, keepdim=True)
 
-    def _anchor(self, kind: str) -> torch.Tensor | None:
-        """Mean visual distribution over this step's anchor heads, (batch, V); ``None`` if switched off."""
-        if kind not in self._sums:
-            return None
-        if kind not in self._counts:  # calibrated: the weights already average over the anchor's heads
-            return self._sums[kind]
-        return self._sums[kind] / self._counts[kind].clamp_min(1)
+    def _calibrated_anchors(self) -> dict[str, torch.Tensor]:
+        """This step's anchors, (batch, V) each, from one batched pass over the anchor layers' rows: a softmax over
+        the visual keys, then a weighted sum over each band's anchor heads (the weights average over them)."""
+        if not self._rows:
+            return {}
+        rows = [row for _, row in self._rows]
+        layers = tuple(layer for layer, _ in self._rows)
+        keys_t = None
+        if rows[0].logits is None:
+            key = (layers, tuple(rows[0].query.shape))
+            keys_t = self._keys.get(key)
+            if keys_t is None:
+                keys_t = self._keys[key] = stacked_keys(rows)
+        distribution = torch.softmax(row_logits(rows, keys_t=keys_t), dim=-1)  # (layers, batch, heads, V)
+        weights = self._stacked.get((layers, distribution.device))
+        if weights is None:
+            rows = [[self._weights[layer] if (layer in self._intermediate) == positive else
+                     torch.zeros_like(self._weights[layer]) for layer in layers] for positive in (True, False)]
+            weights = torch.stack([torch.stack(r) for r in rows]).to(distribution.device)[:, :, None, :, None]
+            self._stacked[(layers, distribution.device)] = weights
+        both = (distribution.unsqueeze(0) * weights).sum((1, 3))  # (2, batch, V)
+        present = {"positive": any(layer in self._intermediate for layer in layers),
+                   "negative": any(layer in self._early for layer in layers)}
+        return {kind: both[k] for k, kind in enumerate(("positive", "negative")) if present[kind]}
 
-    def _scaled(self, anchor: torch.Tensor) -> torch.Tensor:
+    def _anchors(self) -> dict[str, torch.Tensor]:
+        """This step's anchors that are switched on, ``{"positive": (batch, V), "negative": (batch, V)}``."""
+        if self.config.head_source == "calibrated":
+            return self._calibrated_anchors()
+        return {kind: self._sums[kind] / self._counts[kind].clamp_min(1) for kind in ("positive", "negative")
+                if kind in self._sums}
+
+    def _shift(self, anchors: dict[str, torch.Tensor], span: VisualSpan) -> torch.Tensor:
+        """``alpha * A+ / max(A+) - beta * A- / max(A-)`` ("logit" mode; "prob" mode leaves out the max), (batch, V)."""
+        kinds = tuple(anchors)
+        if not kinds:
+            return torch.zeros(span.batch_size, span.num_visual, device=span.positions.device)
+        stacked = torch.stack([anchors[kind] for kind in kinds])  # (kinds, batch, V)
         if self.config.mode == "logit":
-            return anchor / anchor.amax(-1, keepdim=True).clamp_min(1e-12)
-        return anchor
+            stacked = stacked / stacked.amax(-1, keepdim=True).clamp_min(1e-12)
+        key = (kinds, stacked.device)
+        if key not in self._coefficients:
+            signed = {"positive": self.config.alpha, "negative": -self.config.beta}
+            self._coefficients[key] = torch.tensor([signed[kind] for kind in kinds],
+                                                   device=stacked.device).view(-1, 1, 1)
+        return (stacked * self._coefficients[key]).sum(0)
 
     def bias(self, layer: int, logits: torch.Tensor | None, span: VisualSpan) -> torch.Tensor | None:
         if self._bias is None:
-            self.positive_anchor = self._anchor("positive")
-            self.negative_anchor = self._anchor("negative")
-            shift = torch.zeros(span.batch_size, span.num_visual, device=span.positions.device)
-            if self.positive_anchor is not None:
-                shift = shift + self.config.alpha * self._scaled(self.positive_anchor)
-            if self.negative_anchor is not None:
-                shift = shift - self.config.beta * self._scaled(self.negative_anchor)
-            self._bias = shift.unsqueeze(1)  # (batch, 1, V)
+            anchors = self._anchors()
+            self.positive_anchor = anchors.get("positive")
+            self.negative_anchor = anchors.get("negative")
+            self._bias = self._shift(anchors, span).unsqueeze(1)  # (batch, 1, V)
         bias = self._bias
         if self.config.mode == "prob":
             visual_logits = span.take(logits)

@@ -37,39 +37,51 @@ class QueryRow(NamedTuple):
     key: torch.Tensor  # (batch, kv_heads, kv, d)
     scale: float
     groups: int  # heads per kv head (grouped-query attention)
-    mask: torch.Tensor  # (batch, heads, kv) additive mask of the last row
+    mask: torch.Tensor | None  # (batch, heads, kv) additive mask of the last row; None: keys are never masked
     bias: torch.Tensor | None  # (batch, heads, kv) the intervention's bias on the key axis, if any
     logits: torch.Tensor | None  # (batch, heads, kv) when the function already computed the row
 
 
-def row_logits(rows: list[QueryRow]) -> torch.Tensor:
+def stacked_keys(rows: list[QueryRow]) -> torch.Tensor:
+    """The rows' keys as one float32 (layers * batch * heads, d, kv) operand of :func:`row_logits` (GQA expanded).
+    Keys of the image tokens do not change during a generation, so an intervention may keep this between steps."""
+    first = rows[0]
+    batch, heads, _, dim = first.query.shape
+    keys = torch.stack([r.key for r in rows])  # (layers, batch, kv_heads, kv, d)
+    if first.groups > 1:
+        keys = keys[:, :, :, None].expand(-1, -1, -1, first.groups, -1, -1)
+    return keys.reshape(len(rows) * batch * heads, keys.shape[-2], dim).transpose(1, 2).float()
+
+
+def row_logits(rows: list[QueryRow], keys_t: torch.Tensor | None = None) -> torch.Tensor:
     """The masked pre-softmax rows after any bias of several layers of one step: (layers, batch, heads, kv), float32.
 
     One fused batched matmul (baddbmm) for all rows that share shapes, scale and mask, as a step's decoder layers
-    do: per step a handful of kernel launches instead of a handful per layer.
+    do: per step a handful of kernel launches instead of a handful per layer. ``keys_t``: the rows'
+    :func:`stacked_keys`, when the caller kept them.
     """
-    first = rows[0]
     todo = [r for r in rows if r.logits is None]
-    uniform = all(r.key.shape == first.key.shape and r.scale == first.scale and r.groups == first.groups
-                  and r.mask is first.mask for r in rows)
     if not todo:
         return torch.stack([r.logits for r in rows])
+    first = todo[0]
+    uniform = all(r.key.shape == first.key.shape and r.scale == first.scale and r.groups == first.groups
+                  and r.mask is first.mask for r in todo)
     if not uniform:
         return torch.stack([r.logits if r.logits is not None else
                             _scores(r.query, r.key, r.groups, r.scale, mask=r.mask).add_(r.bias if r.bias is not None
                                                                                         else 0) for r in rows])
-    batch, heads, kv = first.mask.shape
-    dim = first.query.shape[-1]
+    batch, heads, _, dim = first.query.shape
+    kv = first.key.shape[2]
     count = len(todo)
-    query = torch.stack([r.query for r in todo]).view(count * batch * heads, 1, dim)
-    keys = torch.stack([r.key for r in todo])  # (count, batch, kv_heads, kv, d)
-    if first.groups > 1:
-        keys = keys[:, :, :, None].expand(-1, -1, -1, first.groups, -1, -1)
-    keys_t = keys.reshape(count * batch * heads, kv, dim).transpose(1, 2)
-    mask = first.mask.expand(count, batch, heads, kv).reshape(count * batch * heads, 1, kv)
-    if query.dtype != torch.float32:
-        query, keys_t = query.float(), keys_t.float()
-    computed = torch.baddbmm(mask, query, keys_t, alpha=first.scale).view(count, batch, heads, kv)
+    query = torch.stack([r.query for r in todo]).view(count * batch * heads, 1, dim).float()
+    if keys_t is None or len(todo) != len(rows):
+        keys_t = stacked_keys(todo)
+    if first.mask is None:
+        computed = torch.baddbmm(_ignored_input(query.device), query, keys_t, beta=0, alpha=first.scale)
+    else:
+        mask = first.mask.expand(count, batch, heads, kv).reshape(count * batch * heads, 1, kv)
+        computed = torch.baddbmm(mask, query, keys_t, alpha=first.scale)
+    computed = computed.view(count, batch, heads, kv)
     if len(todo) == len(rows) and all(r.bias is None for r in rows):
         return computed
     fresh = iter(computed.unbind(0))
@@ -95,16 +107,18 @@ class Observer(Protocol):
 class Intervention(Protocol):
     """Changes the current-query row's logits on visual keys in some layers (CLVA, PAI)."""
 
-    needs_visual_share: bool  # observe_visual needs the share of attention on the image (then the full row is read)
+    needs_visual_share: bool  # observe_visual needs the share of attention on the image (then rows hold all keys)
 
-    def begin_step(self, step: int) -> None: ...
+    def begin_step(self, step: int, prompt: int) -> None:
+        """``prompt`` counts the prefills with image tokens so far: it changes when a new prompt starts."""
 
     def wants_visual(self, layer: int) -> bool:
-        """Reads this layer's stock visual attention distribution (anchors)."""
+        """Reads this layer's stock visual attention (anchors)."""
 
-    def observe_visual(self, layer: int, distribution: torch.Tensor, share: torch.Tensor | None) -> None:
-        """``distribution``: (batch, heads, V) attention on visual keys renormalised over them; ``share``:
-        (batch, heads) attention mass on the image, or ``None`` unless ``needs_visual_share``."""
+    def observe_visual(self, layer: int, row: QueryRow, span: VisualSpan) -> None:
+        """``row``: the layer's current-query row over the *visual keys only* (no mask needed: the current query
+        sees every image token), or over all keys with the mask when ``needs_visual_share``. ``row_logits``
+        computes it, batched over layers, when the intervention needs it (CLVA: before the first deep layer)."""
 
     def wants_logits(self, layer: int) -> bool:
         """Needs this layer's pre-softmax row to compute its bias (PAI, CLVA's "prob" mode)."""
@@ -126,7 +140,7 @@ class LayerPlan:
 
     observers: tuple
     wants_visual: bool
-    full_row: bool  # the intervention needs the whole (batch, heads, kv) logit row (its bias, or the share)
+    full_row: bool  # the intervention's bias needs the whole (batch, heads, kv) logit row
     wants_logits: bool
     acts: bool
 
@@ -143,6 +157,7 @@ class AttentionState:
     pinned: int = 0  # active attachments that were given inputs (their span must not be swapped under them)
     step: int = -1
     original_implementation: str | None = None
+    prompt: int = 0  # prefills with image tokens so far
     plans: dict[int, LayerPlan | None] = field(default_factory=dict)
     step_cache: dict = field(default_factory=dict)  # masks built once per step, keyed by the objects they came from
 
@@ -155,7 +170,7 @@ class AttentionState:
         self.step += 1
         self.step_cache.clear()
         if self.intervention is not None:
-            self.intervention.begin_step(self.step)
+            self.intervention.begin_step(self.step, self.prompt)
 
     def plan(self, layer: int) -> LayerPlan | None:
         """``None`` when nothing attached wants ``layer`` (it then runs stock SDPA)."""
@@ -165,7 +180,7 @@ class AttentionState:
             wants_visual = iv is not None and iv.wants_visual(layer)
             wants_logits = iv is not None and iv.wants_logits(layer)
             acts = iv is not None and iv.acts_on(layer)
-            full_row = wants_logits or (wants_visual and iv.needs_visual_share)
+            full_row = wants_logits
             active = bool(observers) or wants_visual or acts
             self.plans[layer] = LayerPlan(observers, wants_visual, full_row, wants_logits, acts) if active else None
         return self.plans[layer]
@@ -181,17 +196,35 @@ class AttentionState:
         return entry[1]
 
     def biased_row_mask(self, bias: torch.Tensor, attention_mask, span: VisualSpan, batch: int, heads: int, kv: int,
-                        dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The bias placed on the key axis (batch, heads, kv) and the last row's SDPA mask (batch, heads, 1, kv),
-        built once per step for each bias object (CLVA returns one for all deep layers)."""
+                        dtype, device) -> torch.Tensor:
+        """The last row's SDPA mask with the bias on the visual keys, (batch, heads, 1, kv), built once per step
+        for each bias object (CLVA returns one for all deep layers)."""
+        entry = self._bias_entry(bias, attention_mask, heads, kv)
+        if "row_mask" not in entry:
+            mask = self.mask_row(attention_mask, batch, heads, kv, device)
+            start = span.start
+            if start is not None:
+                row_mask = mask.clone()
+                row_mask[..., start:start + span.num_visual] += bias.float()
+            else:
+                row_mask = mask + self.placed_bias(bias, attention_mask, span, batch, heads, kv)
+            entry["row_mask"] = row_mask.unsqueeze(2).to(dtype)
+        return entry["row_mask"]
+
+    def placed_bias(self, bias: torch.Tensor, attention_mask, span: VisualSpan, batch: int, heads: int,
+                    kv: int) -> torch.Tensor:
+        """The bias placed on the key axis, (batch, heads, kv) float32, once per step and bias object."""
+        entry = self._bias_entry(bias, attention_mask, heads, kv)
+        if "placed" not in entry:
+            entry["placed"] = span.place(bias.float().expand(batch, heads, -1), kv)
+        return entry["placed"]
+
+    def _bias_entry(self, bias: torch.Tensor, attention_mask, heads: int, kv: int) -> dict:
         key = ("bias", id(bias), id(attention_mask), heads, kv)
         entry = self.step_cache.get(key)
-        if entry is None or entry[0] is not bias or entry[1] is not attention_mask:
-            full_bias = span.place(bias.float().expand(batch, heads, -1), kv)
-            row_mask = (self.mask_row(attention_mask, batch, heads, kv, device) + full_bias).unsqueeze(2).to(dtype)
-            entry = (bias, attention_mask, full_bias, row_mask)
-            self.step_cache[key] = entry
-        return entry[2], entry[3]
+        if entry is None or entry["bias"] is not bias or entry["mask"] is not attention_mask:
+            entry = self.step_cache[key] = {"bias": bias, "mask": attention_mask}  # held: ids stay unique
+        return entry
 
 
 _STATES: dict[int, AttentionState] = {}
@@ -217,7 +250,14 @@ def _last_row_mask(attention_mask: torch.Tensor | None, batch: int, kv: int, dev
     return row.float()
 
 
-_NO_INPUT: dict[torch.device, torch.Tensor] = {}  # baddbmm's ignored input when beta=0, one per device
+_NO_INPUT: dict[torch.device, torch.Tensor] = {}
+
+
+def _ignored_input(device) -> torch.Tensor:
+    """baddbmm's input when beta=0 (ignored, but it must be a tensor on the device): one per device."""
+    if device not in _NO_INPUT:
+        _NO_INPUT[device] = torch.zeros(1, 1, 1, device=device)
+    return _NO_INPUT[device]
 
 
 def _scores(query_last: torch.Tensor, keys: torch.Tensor, groups: int, scale: float,
@@ -234,10 +274,7 @@ def _scores(query_last: torch.Tensor, keys: torch.Tensor, groups: int, scale: fl
     keys_t = keys.float().reshape(batch * heads, n, dim).transpose(1, 2)
     target = out.view(batch * heads, 1, n) if out is not None else None
     if mask is None:
-        ignored = _NO_INPUT.get(query.device)
-        if ignored is None:
-            ignored = _NO_INPUT[query.device] = torch.zeros(1, 1, 1, device=query.device)
-        result = torch.baddbmm(ignored, query, keys_t, beta=0, alpha=scale, out=target)
+        result = torch.baddbmm(_ignored_input(query.device), query, keys_t, beta=0, alpha=scale, out=target)
     else:
         result = torch.baddbmm(mask.view(batch * heads, 1, n), query, keys_t, alpha=scale, out=target)
     return out if out is not None else result.view(batch, heads, n)
@@ -273,19 +310,18 @@ def clva_attention_forward(
     scale = scaling if scaling is not None else head_dim**-0.5
     groups = heads // key.shape[1]
     query_last = query[:, :, -1:]
-    logits = visual_logits = full_bias = None
+    logits = full_bias = None
     if plan.full_row:
         logits = _scores(query_last, key, groups, scale, mask=state.mask_row(attention_mask, batch, heads, kv,
                                                                              query.device))
-    elif plan.wants_visual:  # anchors only: the visual keys are never masked for the current query
-        visual_logits = _scores(query_last, span.take_keys(key), groups, scale)
 
     bias = intervention.bias(layer, logits if plan.wants_logits else None, span) if plan.acts else None
     if bias is None:
         output, _ = _stock(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     else:
-        full_bias, row_mask = state.biased_row_mask(bias, attention_mask, span, batch, heads, kv, query.dtype,
-                                                    query.device)
+        row_mask = state.biased_row_mask(bias, attention_mask, span, batch, heads, kv, query.dtype, query.device)
+        if logits is not None or plan.observers or (plan.wants_visual and intervention.needs_visual_share):
+            full_bias = state.placed_bias(bias, attention_mask, span, batch, heads, kv)
         row_kwargs = {k: v for k, v in kwargs.items() if k != "is_causal"}
         last, _ = _stock(module, query[:, :, -1:], key, value, row_mask, dropout=dropout, scaling=scaling,
                          is_causal=False, **row_kwargs)
@@ -300,12 +336,14 @@ def clva_attention_forward(
             logits = logits + full_bias
 
     if plan.wants_visual:
-        share = None
-        if logits is not None:
-            visual_logits = span.take(logits)
-            if intervention.needs_visual_share:
-                share = (visual_logits.logsumexp(-1) - logits.logsumexp(-1)).exp()
-        intervention.observe_visual(layer, torch.softmax(visual_logits, dim=-1), share)
+        if intervention.needs_visual_share:
+            row = QueryRow(query_last, key, scale, groups,
+                           state.mask_row(attention_mask, batch, heads, kv, query.device), full_bias, logits)
+        else:
+            row = QueryRow(query_last, span.take_keys(key), scale, groups, None, None, None)
+            if logits is not None:
+                row = row._replace(logits=span.take(logits))
+        intervention.observe_visual(layer, row, span)
     if plan.observers:
         row = QueryRow(query_last, key, scale, groups,
                        state.mask_row(attention_mask, batch, heads, kv, query.device), full_bias, logits)
@@ -329,6 +367,7 @@ def _span_hook(model, state: AttentionState):
         if input_ids is None:
             return None
         if bool((input_ids == int(model.config.image_token_id)).any()):
+            state.prompt += 1
             inputs = {"input_ids": input_ids, "attention_mask": kwargs.get("attention_mask"),
                       "image_grid_thw": kwargs.get("image_grid_thw")}
             found = find_visual_span(model, inputs)

@@ -67,7 +67,7 @@ class PAIIntervention:
             raise ValueError(f"PAI start_layer={config.start_layer} is beyond the decoder's {num_layers} layers")
         self.config = config
 
-    def begin_step(self, step: int) -> None:
+    def begin_step(self, step: int, prompt: int) -> None:
         pass
 
     needs_visual_share = False
