@@ -1,10 +1,12 @@
 """The main job (``make demo``): vanilla, CLVA, PAI and VCD on the bundled toy model, held-out.
 
-1. head classes fitted on the calibration split;
-2. CLVA's alpha/beta chosen on the calibration split: the grid point with the best POPE-adversarial F1 on
-   ``CALIBRATION_SCENES`` calibration scenes (``alpha_beta_calibration.png``). The same grid is also scored by
-   CHAIR_s on ``CHAIR_CALIBRATION_SCENES`` calibration captions (``alpha_beta_chair_s_calibration.png``, values in
-   ``table.json``) to show the caption side of the trade-off; it does not take part in the choice;
+1. head classes fitted on the calibration split (each head's visual share and focus);
+2. CLVA's head criterion and alpha/beta chosen together on the calibration split by one rule
+   (:data:`~clva_lite.eval.sweep.CHOICE_RULE`): the best POPE-adversarial F1 on ``CALIBRATION_SCENES`` calibration
+   scenes over criterion x alpha x beta (``alpha_beta_calibration.png``, one panel per criterion). The chosen
+   criterion's alpha/beta grid is also scored by CHAIR_s on ``CHAIR_CALIBRATION_SCENES`` calibration captions
+   (``alpha_beta_chair_s_calibration.png``, values in ``table.json``) to show the caption side of the trade-off; it
+   does not take part in the choice;
 3. every method evaluated once on the test split: POPE (random / popular / adversarial) and toy CHAIR, with
    95 % bootstrap CIs and paired method-minus-vanilla deltas;
 4. generate-time and peak-memory ratios against stock SDPA;
@@ -27,14 +29,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ..analysis.calibration import calibrate_heads  # noqa: E402
 from ..attention.clva import CLVAConfig  # noqa: E402
 from ..models.loading import load_model  # noqa: E402
-from ..plots.figures import weight_grid  # noqa: E402
+from ..plots.figures import criterion_grid, weight_grid  # noqa: E402
 from ..toy.questions import POPE_SAMPLINGS, calibration_prompts, pope_questions  # noqa: E402
 from ..toy.world import Split, generate_scenes  # noqa: E402
 from .items import caption_items, question_items, run_items  # noqa: E402
 from .methods import clva_method, pai_method, vanilla, vcd_method  # noqa: E402
 from .overhead import benchmark, default_methods  # noqa: E402
 from .scoring import format_ci, paired_delta, score_chair, score_pope  # noqa: E402
-from .sweep import sweep_weights  # noqa: E402
+from .sweep import choose_on_calibration, sweep_weights  # noqa: E402
 
 TEST_SCENES = 150
 CALIBRATION_SCENES = 60
@@ -61,11 +63,12 @@ def run_demo(out: str | Path = "runs/demo", n_scenes: int | None = None) -> dict
     loaded = load_model("toy", device="cpu")
 
     images, questions = calibration_prompts(HEAD_PROMPTS)
-    heads = calibrate_heads(loaded, images, questions, split="calibration")
+    fitted = calibrate_heads(loaded, images, questions, split="calibration")
     phase("head_classes")
-    sweep = pope_grid(loaded, heads, out)
-    alpha, beta = sweep["best"]
-    phase("alpha_beta_pope_grid")
+    sweep = pope_grid(loaded, fitted, out)
+    heads, criterion = sweep["heads"], sweep["best"]["criterion"]
+    alpha, beta = sweep["best"]["alpha"], sweep["best"]["beta"]
+    phase("criterion_alpha_beta_pope_grid")
     chair_sweep = chair_grid(loaded, heads, out)
     phase("alpha_beta_chair_grid")
 
@@ -108,11 +111,15 @@ def run_demo(out: str | Path = "runs/demo", n_scenes: int | None = None) -> dict
 
     summary = {
         "model": "toy", "test_scenes": n_scenes, "evaluated_on": "test",
-        "fitted_on": {"head_classes": heads.source, "alpha_beta": sweep["split"]},
+        "fitted_on": {"head_classes": heads.source, "head_criterion": sweep["split"], "alpha_beta": sweep["split"]},
+        "head_criterion": criterion,
         "alpha_beta_grid": {
-            "alphas": list(ALPHAS), "betas": list(BETAS), "split": sweep["split"],
-            "chosen_by": f"best POPE-adversarial F1 on {CALIBRATION_SCENES} calibration scenes",
-            "pope_adversarial_f1": sweep["values"].tolist(), "chosen": [alpha, beta],
+            "alphas": list(ALPHAS), "betas": list(BETAS), "criteria": sweep["criteria"], "split": sweep["split"],
+            "chosen_by": f"{sweep['rule']} ({CALIBRATION_SCENES} calibration scenes)",
+            "pope_adversarial_f1_by_criterion": {c: sweep["values"][k].tolist()
+                                                 for k, c in enumerate(sweep["criteria"])},
+            "pope_adversarial_f1": sweep["values"][sweep["criteria"].index(criterion)].tolist(),
+            "chosen": [alpha, beta], "chosen_criterion": criterion,
             "chair_s": chair_sweep["values"].tolist(), "chair_s_split": chair_sweep["split"],
             "chair_s_captions": CHAIR_CALIBRATION_SCENES, "chair_s_lowest_at": list(chair_sweep["best"]),
         },
@@ -133,16 +140,20 @@ def run_demo(out: str | Path = "runs/demo", n_scenes: int | None = None) -> dict
 
 
 def pope_grid(loaded, heads, out: Path) -> dict:
-    """The alpha/beta grid scored by POPE-adversarial F1 on ``CALIBRATION_SCENES`` calibration scenes: this
-    picks CLVA's alpha/beta (``sweep["best"]``). Saves ``alpha_beta_calibration.png``; values (alphas, betas)."""
+    """Head criterion x alpha x beta scored by POPE-adversarial F1 on ``CALIBRATION_SCENES`` calibration scenes:
+    this picks CLVA's criterion and alpha/beta (``sweep["best"]``, ``sweep["heads"]``). Saves
+    ``alpha_beta_calibration.png``; values (criteria, alphas, betas)."""
     items = question_items(pope_questions(Split.CALIBRATION, CALIBRATION_SCENES, "adversarial"))
-    sweep = sweep_weights(loaded, heads, items, ALPHAS, BETAS, metric="f1")
-    _save_grid(sweep, "POPE-adversarial F1 (calibration)", out / "alpha_beta_calibration.png")
+    sweep = choose_on_calibration(loaded, heads, items, alphas=ALPHAS, betas=BETAS)
+    figure = criterion_grid(sweep, title="POPE-adversarial F1 on the calibration split (chosen cell outlined)")
+    figure.savefig(out / "alpha_beta_calibration.png", dpi=120)
+    plt.close(figure)
     return sweep
 
 
 def chair_grid(loaded, heads, out: Path) -> dict:
-    """The same grid scored by CHAIR_s on ``CHAIR_CALIBRATION_SCENES`` calibration captions (24 new tokens each),
+    """The chosen criterion's grid scored by CHAIR_s on ``CHAIR_CALIBRATION_SCENES`` calibration captions (24 new
+    tokens each),
     shown for the caption side of the trade-off; it does not choose alpha/beta. Saves
     ``alpha_beta_chair_s_calibration.png``."""
     items = caption_items(Split.CALIBRATION, CHAIR_CALIBRATION_SCENES)
@@ -164,12 +175,16 @@ def render_table(summary: dict) -> str:
     lines = [
         f"# clva-lite main job: toy model, test split ({summary['test_scenes']} scenes per benchmark)",
         "",
-        f"Head classes and CLVA's alpha={alpha:g}, beta={beta:g} were fitted on the calibration split; every number "
-        "below is from the test split. Cells: value % [95 % bootstrap CI over scenes]. Deltas are paired "
-        "(method minus vanilla, same questions).",
+        f"Head classes, the head criterion ({summary['head_criterion']!r}) and CLVA's alpha={alpha:g}, beta={beta:g} "
+        "were fitted on the calibration split; every number below is from the test split. Cells: value % [95 % "
+        "bootstrap CI over scenes]. Deltas are paired (method minus vanilla, same questions).",
         "",
-        f"alpha/beta were chosen by POPE-adversarial F1 on the calibration split; CHAIR_s over the same grid "
-        f"({summary['alpha_beta_grid']['chair_s_captions']} calibration captions) is shown for the trade-off only:",
+        f"Choice rule: {summary['alpha_beta_grid']['chosen_by']}. POPE-adversarial F1 per criterion:",
+        "",
+        *criterion_table(summary["alpha_beta_grid"]),
+        "",
+        f"The chosen criterion's grid, with CHAIR_s ({summary['alpha_beta_grid']['chair_s_captions']} calibration "
+        "captions) shown for the trade-off only:",
         "",
         *grid_table(summary["alpha_beta_grid"]),
         "",
@@ -196,6 +211,20 @@ def render_table(summary: dict) -> str:
               f"median of {overhead['repeats']} interleaved runs on {overhead['device']}. "
               f"Total wall time {summary['seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def criterion_table(grid: dict) -> list[str]:
+    """Markdown rows: calibration POPE-adversarial F1 for each criterion and (alpha, beta), the chosen one marked."""
+    lines = ["| criterion | " + " | ".join(f"α={a:g}, β={b:g}" for a in grid["alphas"] for b in grid["betas"]) + " |",
+             "| --- |" + " --- |" * (len(grid["alphas"]) * len(grid["betas"]))]
+    for criterion, values in grid["pope_adversarial_f1_by_criterion"].items():
+        cells = []
+        for i, a in enumerate(grid["alphas"]):
+            for j, b in enumerate(grid["betas"]):
+                chosen = criterion == grid["chosen_criterion"] and [a, b] == list(grid["chosen"])
+                cells.append(f"**{values[i][j]:.3f}**" if chosen else f"{values[i][j]:.3f}")
+        lines.append(f"| {criterion} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def grid_table(grid: dict) -> list[str]:

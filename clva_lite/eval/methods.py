@@ -61,7 +61,8 @@ class Method:
         from dataclasses import asdict, is_dataclass
 
         config = asdict(self.config) if is_dataclass(self.config) else None
-        heads = None if self.heads is None else {"source": self.heads.source, "rule": self.heads.rule}
+        heads = None if self.heads is None else {"source": self.heads.source, "rule": self.heads.rule,
+                                                 "criterion": self.heads.criterion}
         return {"name": self.name, "kind": self.kind, "config": config, "heads": heads}
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..attention.clva import CLVAConfig
-from ..attention.heads import HeadClasses
+from ..attention.heads import CRITERIA, HeadClasses
 from ..progress import tqdm
 from .items import Item, run_items
 from .methods import clva_method
@@ -37,7 +37,7 @@ def sweep_weights(loaded, heads: HeadClasses, items: Sequence[Item], alphas: Seq
     score = metric_function(benchmark, metric)
     values = np.zeros((len(alphas), len(betas)))
     grid = [(i, j) for i in range(len(alphas)) for j in range(len(betas))]
-    for i, j in tqdm(grid, desc="alpha/beta grid"):
+    for i, j in tqdm(grid, desc="alpha/beta grid", disable=len(grid) == 1):
         config = CLVAConfig(**{**base.__dict__, "alpha": float(alphas[i]), "beta": float(betas[j])})
         records = run_items(loaded, clva_method(config, heads), items, batch_size=batch_size,
                             max_new_tokens=max_new_tokens, desc=f"alpha={alphas[i]:g} beta={betas[j]:g}")
@@ -49,3 +49,46 @@ def sweep_weights(loaded, heads: HeadClasses, items: Sequence[Item], alphas: Seq
     i, j = np.unravel_index(flat, values.shape)
     return {"values": values, "alphas": list(alphas), "betas": list(betas), "benchmark": benchmark, "metric": metric,
             "best": (float(alphas[i]), float(betas[j])), "split": ",".join(splits)}
+
+
+CHOICE_RULE = ("the highest POPE-adversarial F1 on the calibration items over head criterion x alpha x beta; ties go "
+               "to the earlier criterion in {criteria}, then the smaller alpha, then the smaller beta")
+
+
+def choose_on_calibration(loaded, heads: HeadClasses, items: Sequence[Item], *,
+                          criteria: Sequence[str] = tuple(CRITERIA), alphas: Sequence[float] = (0.0, 1.0, 2.0),
+                          betas: Sequence[float] = (0.0, 1.0, 2.0), metric: str = "f1", batch_size: int = 64,
+                          max_new_tokens: int = 3) -> dict:
+    """CLVA's head criterion and alpha/beta, chosen together on calibration items by one rule (:data:`CHOICE_RULE`).
+
+    ``heads`` must carry each head's focus (``clva_lite.calibrate_heads`` records it). alpha = beta = 0 is the stock
+    model whatever the criterion, so it is run once and shared by every criterion's grid. Returns ``{"values":
+    (criteria, alphas, betas) array, "criteria", "alphas", "betas", "metric", "best": {"criterion", "alpha",
+    "beta"}, "heads": the chosen HeadClasses, "rule", "split"}``.
+    """
+    if not items:
+        raise ValueError("no calibration items to choose on; pass POPE questions from the calibration split")
+    for criterion in criteria:
+        heads.with_criterion(criterion)  # clear error now if a criterion cannot be scored (no focus)
+    splits = sorted({item.split for item in items})
+    if "test" in splits:
+        raise ValueError("the criterion/alpha/beta choice must not see the test split; use the calibration split")
+    values = np.zeros((len(criteria), len(alphas), len(betas)))
+    stock = None
+    for c, criterion in enumerate(tqdm(criteria, desc="head criteria")):
+        ranked = heads.with_criterion(criterion)
+        for i, alpha in enumerate(alphas):
+            for j, beta in enumerate(betas):
+                if alpha == 0 and beta == 0 and stock is not None:
+                    values[c, i, j] = stock
+                    continue
+                single = sweep_weights(loaded, ranked, items, [alpha], [beta], metric=metric, batch_size=batch_size,
+                                       max_new_tokens=max_new_tokens)
+                values[c, i, j] = single["values"][0, 0]
+                if alpha == 0 and beta == 0:
+                    stock = values[c, i, j]
+    c, i, j = np.unravel_index(values.argmax(), values.shape)  # first maximum: the tie order of CHOICE_RULE
+    best = {"criterion": criteria[c], "alpha": float(alphas[i]), "beta": float(betas[j])}
+    return {"values": values, "criteria": list(criteria), "alphas": list(alphas), "betas": list(betas),
+            "metric": metric, "best": best, "heads": heads.with_criterion(criteria[c]),
+            "rule": CHOICE_RULE.format(criteria=tuple(criteria)), "split": ",".join(splits)}

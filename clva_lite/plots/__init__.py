@@ -5,6 +5,7 @@ from .figures import (
     anchor_agreement_by_step,
     attention_before_after,
     attention_maps,
+    criterion_grid,
     delta_forest,
     drift_curves,
     head_class_map,
@@ -16,7 +17,8 @@ from .figures import (
 )
 
 __all__ = [
-    "anchor_agreement_by_step", "attention_before_after", "attention_maps", "delta_forest", "drift_curves",
-    "head_class_map", "layer_heatmaps", "metric_curves", "overlay", "visual_share_matrix", "weight_grid",
+    "anchor_agreement_by_step", "attention_before_after", "attention_maps", "criterion_grid", "delta_forest",
+    "drift_curves", "head_class_map", "layer_heatmaps", "metric_curves", "overlay", "visual_share_matrix",
+    "weight_grid",
 ]
 __getattr__ = lazy_submodules(__name__, ("figures", "widgets"))

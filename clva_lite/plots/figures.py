@@ -114,6 +114,31 @@ def weight_grid(values: np.ndarray, alphas, betas, *, metric: str = "F1", title:
     return fig
 
 
+def criterion_grid(choice: dict, *, title: str | None = None):
+    """One alpha x beta heat map per head criterion, one shared colour scale; the chosen cell outlined.
+
+    ``choice``: the result of :func:`clva_lite.eval.sweep.choose_on_calibration`.
+    """
+    values = np.asarray(choice["values"])
+    criteria, alphas, betas = choice["criteria"], choice["alphas"], choice["betas"]
+    fig, axes = plt.subplots(1, len(criteria), figsize=(2.9 * len(criteria) + 0.8, 0.75 * len(alphas) + 1.6),
+                             sharey=True)
+    axes = np.atleast_1d(axes)
+    for k, (ax, criterion) in enumerate(zip(axes, criteria)):
+        sns.heatmap(values[k], annot=True, fmt=".3f", cmap="rocket", vmin=values.min(), vmax=values.max(), ax=ax,
+                    xticklabels=[f"{b:g}" for b in betas], yticklabels=[f"{a:g}" for a in alphas],
+                    cbar=k == len(criteria) - 1, cbar_kws={"label": choice["metric"]})
+        ax.set_title(f"criterion: {criterion}", fontsize=10)
+        ax.set_xlabel("beta (negative anchor)")
+        if criterion == choice["best"]["criterion"]:
+            i, j = alphas.index(choice["best"]["alpha"]), betas.index(choice["best"]["beta"])
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="cyan", linewidth=2.5))
+    axes[0].set_ylabel("alpha (positive anchor)")
+    fig.suptitle(title or f"{choice['metric']} on {choice['split']} (chosen cell outlined)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def attention_before_after(before: torch.Tensor, after: torch.Tensor, grid: tuple[int, int], image=None,
                            titles=("stock", "with CLVA")):
     """Two heat maps of a (V,) distribution over the image: before and after an intervention."""
