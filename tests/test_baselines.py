@@ -113,3 +113,25 @@ def test_benchmark_reports_ratios_for_every_method(untrained):
     assert set(results["methods"]) == {"stock SDPA", "capture", "CLVA", "PAI (with guidance)", "VCD"}
     assert results["methods"]["stock SDPA"]["time_ratio"] == 1.0
     assert all(r["time_ratio"] > 0 and r["memory_ratio"] > 0 for r in results["methods"].values())
+
+
+def test_benchmark_times_calibrated_and_per_input_clva(untrained):
+    from clva_lite.eval.overhead import benchmark_heads
+
+    inputs = untrained.inputs([generate_scene("test", 0).image()], ["describe the image ."])
+    heads = benchmark_heads(untrained, inputs)  # not the bundled toy: fitted on the benchmark prompt itself
+    assert heads.source == "benchmark-prompt" and heads.focus is not None
+    assert heads.visual_share.shape == (untrained.num_layers, untrained.num_heads)
+    methods = default_methods(untrained, heads)
+    assert list(methods) == ["capture", "CLVA", "CLVA (per-input heads)", "PAI (with guidance)", "VCD"]
+    results = benchmark(untrained, inputs, {k: methods[k] for k in ("CLVA", "CLVA (per-input heads)")},
+                        new_tokens=2, repeats=1, warmup=0)
+    assert set(results["methods"]) == {"stock SDPA", "CLVA", "CLVA (per-input heads)"}
+
+
+def test_benchmark_heads_of_the_bundled_toy_come_from_calibration():
+    from clva_lite.eval.overhead import benchmark_heads
+
+    toy = clva_lite.load_model("toy", device="cpu")
+    heads = benchmark_heads(toy, None)
+    assert heads.source == "calibration"

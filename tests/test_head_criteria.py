@@ -144,3 +144,23 @@ def test_criterion_grid_figure_has_one_panel_per_criterion():
     figure = criterion_grid(choice)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     assert titles == [f"criterion: {c}" for c in CRITERIA]
+
+
+def test_compare_criteria_on_a_hand_case():
+    from clva_lite.analysis.sensitivity import compare_criteria
+
+    # 2 layers x 2 heads; layer 0 is early, layer 1 intermediate
+    share = torch.tensor([[0.9, 0.1], [0.8, 0.2]])
+    focus = torch.tensor([[0.2, 0.9], [0.1, 0.7]])
+    on_object = torch.tensor([[0.1, 0.6], [0.05, 0.5]])
+    classes = HeadClasses(share, focus=focus, fraction=0.5)
+    table = compare_criteria(classes, on_object, {"early": [0], "intermediate": [1]}, uniform=0.2)
+    # share picks A+ = (1, 0) (0.05 on objects) and A- = (0, 1) (0.6): the wrong way round
+    assert table.loc["share", "A+ on-object share"] == pytest.approx(0.05)
+    assert table.loc["share", "A- on-object share"] == pytest.approx(0.6)
+    assert not table.loc["share", "A+ > uniform and A-"]
+    # focus picks A+ = (1, 1) (0.5) and A- = (0, 0) (0.1)
+    assert table.loc["focus", "A+ on-object share"] == pytest.approx(0.5)
+    assert table.loc["focus", "A- entropy"] == pytest.approx(0.8)
+    assert table.loc["focus", "A+ > uniform and A-"]
+    assert table.loc["focus", "r(score, on-object share)"] > 0 > table.loc["share", "r(score, on-object share)"]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attention.heads import HeadClasses, visual_attention_share
+from ..attention.heads import CRITERIA, HeadClasses, visual_attention_share
 
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -109,3 +109,27 @@ def compare_classes(a: HeadClasses, b: HeadClasses, bands: dict[str, list[int]])
                      "insensitive overlap": jaccard(a.insensitive(layers), b.insensitive(layers)),
                      "share rank corr.": spearman(a.visual_share[layers], b.visual_share[layers])})
     return pd.DataFrame(rows).set_index("band")
+
+
+def compare_criteria(classes: HeadClasses, on_object: torch.Tensor, bands: dict[str, list[int]], *,
+                     uniform: float, criteria: tuple[str, ...] = tuple(CRITERIA)) -> pd.DataFrame:
+    """Do the heads each criterion picks look at the objects? (needs object masks: the toy only)
+
+    classes: fitted head classes with ``focus``; on_object: (L, H) mean share of each head's visual attention on
+    object patches; uniform: what a head spreading attention evenly over the image would score. Per criterion:
+    Pearson r over all heads between its score and the on-object share; on-object share and normalised entropy of
+    its A+ heads (intermediate band, sensitive) and A- heads (early band, insensitive); and whether A+ beats both
+    the uniform reference and A- (the paper's reading of the anchors).
+    """
+    rows = []
+    for criterion in criteria:
+        ranked = classes.with_criterion(criterion)
+        positive, negative = ranked.sensitive(bands["intermediate"]), ranked.insensitive(bands["early"])
+        entropy = 1.0 - ranked.focus
+        r = float(np.corrcoef(ranked.score.flatten().numpy(), on_object.flatten().numpy())[0, 1])
+        plus, minus = float(on_object[positive].mean()), float(on_object[negative].mean())
+        rows.append({"criterion": criterion, "r(score, on-object share)": r,
+                     "A+ on-object share": plus, "A- on-object share": minus, "uniform": uniform,
+                     "A+ entropy": float(entropy[positive].mean()), "A- entropy": float(entropy[negative].mean()),
+                     "A+ > uniform and A-": plus > uniform and plus > minus})
+    return pd.DataFrame(rows).set_index("criterion")

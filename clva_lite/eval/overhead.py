@@ -137,11 +137,13 @@ def benchmark(loaded_or_model, inputs, methods: dict, *, new_tokens: int = 64, r
 
 
 def default_methods(loaded_or_model, heads=None) -> dict:
-    """capture, CLVA (per-input heads unless ``heads`` given), PAI with guidance, VCD."""
+    """capture, CLVA (with ``heads``: calibrated heads, and a per-input-heads row; else per-input heads only), PAI
+    with guidance, VCD."""
     from ..attention.clva import CLVAConfig, clva
     from ..attention.pai_vcd import PAIConfig, pai_attention, pai_guidance, vcd_processor
 
     config = CLVAConfig(head_source="calibrated" if heads is not None else "per-input")
+    per_input = CLVAConfig(head_source="per-input")
 
     def with_capture(m, i, kw):
         with capture(m, i):
@@ -151,6 +153,10 @@ def default_methods(loaded_or_model, heads=None) -> dict:
         with clva(m, config, heads=heads):
             return m.generate(**i, **kw)
 
+    def with_per_input_clva(m, i, kw):
+        with clva(m, per_input):
+            return m.generate(**i, **kw)
+
     def with_pai(m, i, kw):
         with pai_attention(m, PAIConfig()):
             return m.generate(**i, **kw, logits_processor=pai_guidance(m, i, PAIConfig()))
@@ -158,7 +164,25 @@ def default_methods(loaded_or_model, heads=None) -> dict:
     def with_vcd(m, i, kw):
         return m.generate(**i, **kw, logits_processor=vcd_processor(m, i))
 
-    return {"capture": with_capture, "CLVA": with_clva, "PAI (with guidance)": with_pai, "VCD": with_vcd}
+    methods = {"capture": with_capture, "CLVA": with_clva}
+    if heads is not None:
+        methods["CLVA (per-input heads)"] = with_per_input_clva
+    return {**methods, "PAI (with guidance)": with_pai, "VCD": with_vcd}
+
+
+def benchmark_heads(subject, inputs):
+    """Head classes for the benchmark's calibrated CLVA row: fitted on the toy's calibration split, or (for a
+    random-weight model, which has no data) on the benchmark prompt itself. Only the timing depends on them."""
+    from ..attention.heads import fit_head_classes
+
+    if getattr(subject, "name", None) == "toy":
+        from ..analysis.calibration import calibrate_heads
+        from ..toy.questions import calibration_prompts
+
+        return calibrate_heads(subject, *calibration_prompts(32), split="calibration")
+    with torch.no_grad(), capture(subject, inputs) as record:
+        unwrap(subject)(**inputs)
+    return fit_head_classes(record.shares[0], visual=record.visual[0], split="benchmark-prompt")
 
 
 def format_results(results: dict) -> str:
@@ -186,7 +210,9 @@ def run_benchmark(model: str = "toy", *, random_weights_from_config: str | None 
 
         subject = load_model(model, device=device)
         inputs = subject.inputs([generate_scene("calibration", 0).image()], ["describe the image ."])
-    results = benchmark(subject, inputs, default_methods(subject), new_tokens=new_tokens, repeats=repeats)
+    heads = benchmark_heads(subject, inputs)
+    results = benchmark(subject, inputs, default_methods(subject, heads), new_tokens=new_tokens, repeats=repeats)
+    results["clva_heads"] = {"source": heads.source, "criterion": heads.criterion}
     results["model"] = random_weights_from_config or model
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

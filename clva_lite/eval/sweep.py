@@ -92,3 +92,17 @@ def choose_on_calibration(loaded, heads: HeadClasses, items: Sequence[Item], *,
     return {"values": values, "criteria": list(criteria), "alphas": list(alphas), "betas": list(betas),
             "metric": metric, "best": best, "heads": heads.with_criterion(criteria[c]),
             "rule": CHOICE_RULE.format(criteria=tuple(criteria)), "split": ",".join(splits)}
+
+
+def toy_calibration_choice(loaded, *, head_prompts: int = 64, scenes: int = 60,
+                           alphas: Sequence[float] = (0.0, 1.0, 2.0), betas: Sequence[float] = (0.0, 1.0, 2.0)) -> dict:
+    """The main job's calibration step on the toy, for the notebooks: head classes from ``head_prompts``
+    calibration prompts, then :func:`choose_on_calibration` on POPE-adversarial questions about ``scenes``
+    calibration scenes. With the defaults it makes the same choice as ``python -m clva_lite demo``."""
+    from ..analysis.calibration import calibrate_heads
+    from ..toy.questions import calibration_prompts, pope_questions
+    from .items import question_items
+
+    heads = calibrate_heads(loaded, *calibration_prompts(head_prompts), split="calibration")
+    items = question_items(pope_questions("calibration", scenes, "adversarial"))
+    return choose_on_calibration(loaded, heads, items, alphas=alphas, betas=betas)
