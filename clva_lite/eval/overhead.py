@@ -88,23 +88,32 @@ def _peak_memory(device: torch.device):
         result["peak"] = max(peak[0], process.memory_info().rss)
 
 
-def _timed(run, device: torch.device) -> tuple[float, float]:
+def _timed(run, device: torch.device) -> float:
+    """Seconds of one call (synchronised on CUDA). Nothing else runs in this process meanwhile."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _peak(run, device: torch.device) -> float:
+    """Peak memory of one call: ``torch.cuda.max_memory_allocated`` on CUDA, the sampled RSS on the CPU."""
     with _peak_memory(device) as memory:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
         run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-    return seconds, memory["peak"]
+    return memory["peak"]
 
 
 def benchmark(loaded_or_model, inputs, methods: dict, *, new_tokens: int = 64, repeats: int = 5,
               warmup: int = 1) -> dict:
     """Time ``methods`` (name -> callable(model, inputs, generate_kwargs)) against stock generate.
 
-    Returns per method: median seconds, median time ratio vs stock (paired by round), peak-memory ratio.
+    Returns per method: median seconds, median time ratio vs stock (paired by round), peak-memory ratio. The first
+    (untimed) round warms up and measures memory; time and memory come from separate calls because on the CPU the
+    memory sampler is a thread that would share the interpreter with the timed call and slow Python-heavy methods
+    more than stock generation.
     """
     model = unwrap(loaded_or_model)
     device = next(model.parameters()).device
@@ -117,12 +126,15 @@ def benchmark(loaded_or_model, inputs, methods: dict, *, new_tokens: int = 64, r
     times: dict[str, list[float]] = {name: [] for name in runners}
     peaks: dict[str, list[float]] = {name: [] for name in runners}
     with torch.no_grad():
-        for round_index in range(warmup + repeats):
+        for round_index in range(max(warmup, 1) + repeats):
             for name, runner in runners.items():
-                seconds, peak = _timed(lambda r=runner: r(model, inputs, generate_kwargs), device)
-                if round_index >= warmup:
-                    times[name].append(seconds)
-                    peaks[name].append(peak)
+                call = lambda r=runner: r(model, inputs, generate_kwargs)  # noqa: E731
+                if round_index == 0:
+                    peaks[name].append(_peak(call, device))  # the first call warms up and measures memory, untimed
+                elif round_index >= max(warmup, 1):
+                    times[name].append(_timed(call, device))
+                else:
+                    call()
     results = {"device": str(device), "dtype": str(next(model.parameters()).dtype), "new_tokens": new_tokens,
                "repeats": repeats, "prompt_tokens": int(inputs["input_ids"].shape[1]), "methods": {}}
     for name in runners:
