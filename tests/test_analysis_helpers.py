@@ -381,26 +381,55 @@ def test_mme_summary_scores_per_subtask():
 
 
 def _deltas(rows):
-    return pd.DataFrame(rows, columns=["method", "metric", "value", "low", "high"])
+    return pd.DataFrame(rows, columns=["method", "metric", "value", "low", "high", "p"])
 
 
-def test_verdicts_read_the_ci_and_the_metric_direction():
+def test_verdicts_read_holm_the_ci_and_the_metric_direction():
     lines = verdicts(_deltas([
-        ("CLVA", "Δ f1 adversarial", 2.0, 0.5, 3.5),
-        ("CLVA", "Δ f1 random", -2.0, -3.0, -1.0),
-        ("PAI", "Δ f1 popular", 1.0, -1.0, 3.0),
-        ("CLVA", "Δ chair_s", -5.0, -8.0, -2.0),
-        ("VCD", "Δ CHAIR_i", 4.0, 1.0, 7.0),
-        ("PAI", "Δ chair_s", -1.0, -3.0, 0.0),
-        ("same", "Δ f1 random", 0.0, 0.0, 0.0),
+        ("CLVA", "Δ f1 adversarial", 2.0, 0.5, 3.5, 0.001),
+        ("CLVA", "Δ f1 random", -2.0, -3.0, -1.0, 0.002),
+        ("PAI", "Δ f1 popular", 1.0, -1.0, 3.0, 0.4),
+        ("CLVA", "Δ chair_s", -5.0, -8.0, -2.0, 0.003),
+        ("VCD", "Δ CHAIR_i", 4.0, 1.0, 7.0, 0.004),
+        ("PAI", "Δ chair_s", -1.0, -3.0, -0.2, 0.03),  # CI excludes 0, but 0.03 > 0.05 / 3 at its Holm step
+        ("same", "Δ f1 random", 0.0, 0.0, 0.0, 1.0),
     ]))
     endings = [line.split("-> ")[-1] for line in lines]
-    assert endings == ["better than vanilla", "worse than vanilla", "no difference the CI can resolve",
-                       "better than vanilla", "worse than vanilla", "no difference the CI can resolve",
-                       "no difference the CI can resolve"]
-    assert "+2.0 [+0.5, +3.5]" in lines[0] and lines[0].lstrip().startswith("CLVA")
+    assert endings == ["better than vanilla (Holm over 7)", "worse than vanilla (Holm over 7)",
+                       "no difference the data can resolve", "better than vanilla (Holm over 7)",
+                       "worse than vanilla (Holm over 7)", "CI excludes 0, but not significant after Holm over 7",
+                       "no difference the data can resolve"]
+    assert "+2.0 [+0.5, +3.5] p=0.001" in lines[0] and lines[0].lstrip().startswith("CLVA")
     # recall is higher-is-better even for captions
-    assert verdicts(_deltas([("CLVA", "Δ recall", -3.0, -5.0, -1.0)]))[0].endswith("worse than vanilla")
+    recall = verdicts(_deltas([("CLVA", "Δ recall", -3.0, -5.0, -1.0, 0.001)]))[0]
+    assert recall.endswith("worse than vanilla (Holm over 1)")
+    with pytest.raises(ValueError, match="no p-values"):
+        verdicts(_deltas([("CLVA", "Δ recall", -3.0, -5.0, -1.0, 0.001)]).drop(columns="p"))
+
+
+def test_holm_steps_down_and_stops_at_the_first_failure():
+    from clva_lite.eval.benchmarks import holm
+
+    # m = 4: thresholds 0.0125, 0.0167, 0.025, 0.05 for the sorted p-values
+    assert holm([0.01, 0.04, 0.015, 0.03]) == [True, False, True, False]  # 0.03 > 0.025 stops; 0.04 is not tested
+    assert holm([0.2, 0.001]) == [False, True]
+    assert holm([0.04, 0.04]) == [False, False]  # each would pass alone at 0.05
+    assert holm([]) == []
+    with pytest.raises(ValueError, match="alpha"):
+        holm([0.1], alpha=0)
+
+
+def test_bootstrap_p_value_is_one_for_identical_answers_and_small_for_a_clear_difference():
+    from clva_lite.eval.benchmarks import paired_bootstrap_test
+
+    mean = lambda xs: float(np.mean(xs))  # noqa: E731
+    a = np.array([0.0, 1.0] * 50)
+    same = paired_bootstrap_test(a, a.copy(), mean, key=None, n_resamples=200)
+    assert same["value"] == 0.0 and same["p"] == 1.0
+    better = paired_bootstrap_test(a, np.ones(100), mean, key=None, n_resamples=200)
+    assert better["value"] == 0.5 and better["p"] == pytest.approx(2 / 201)
+    noisy = paired_bootstrap_test(a, np.roll(a, 1), mean, key=None, n_resamples=200)
+    assert noisy["p"] > 0.5
 
 
 # --- plots ---------------------------------------------------------------------------------------------------------

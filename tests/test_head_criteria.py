@@ -164,3 +164,19 @@ def test_compare_criteria_on_a_hand_case():
     assert table.loc["focus", "A- entropy"] == pytest.approx(0.8)
     assert table.loc["focus", "A+ > uniform and A-"]
     assert table.loc["focus", "r(score, on-object share)"] > 0 > table.loc["share", "r(score, on-object share)"]
+
+
+def test_main_job_verdicts_are_holm_corrected_over_every_delta_in_the_table():
+    from clva_lite.eval.main_job import delta_verdicts
+
+    delta = lambda value, low, high, p: {"value": value, "low": low, "high": high, "p": p}  # noqa: E731
+    table = {"vanilla": {},
+             "CLVA": {"delta_vs_vanilla": {"pope_adversarial_f1": delta(-0.007, -0.014, -0.001, 0.06),
+                                           "chair_s": delta(-0.05, -0.09, -0.01, 0.001)}},
+             "VCD": {"delta_vs_vanilla": {"pope_random_f1": delta(-0.03, -0.05, -0.016, 0.002)}}}
+    lines = delta_verdicts(table)
+    assert len(lines) == 3
+    # sorted p: 0.001 <= 0.05/3, 0.002 <= 0.05/2, then 0.06 > 0.05/1: the first two are rejected
+    assert lines[0].endswith("CI excludes 0, but not significant after Holm over 3")
+    assert lines[1].endswith("better than vanilla (Holm over 3)") and "Δ chair_s" in lines[1]
+    assert lines[2].endswith("worse than vanilla (Holm over 3)") and "Δ random f1" in lines[2]

@@ -137,6 +137,7 @@ class CLVAIntervention:
         self._rows: list[tuple[int, QueryRow]] = []  # calibrated: this step's anchor rows, both bands
         self._stacked: dict[tuple, torch.Tensor] = {}  # (layers, device) -> (2, layers, 1, heads, 1) anchor weights
         self._coefficients: dict[tuple, torch.Tensor] = {}  # (kinds, device) -> (kinds, 1, 1): alpha, -beta
+        self._kinds: dict[tuple[int, ...], tuple[str, ...]] = {}  # anchor layers -> the kinds they feed
         self._prompt = -1
         self._keys: dict[tuple, torch.Tensor] = {}  # this prompt's anchor-layer image keys (fixed while it decodes)
         self._sums: dict[str, torch.Tensor] = {}
@@ -188,11 +189,12 @@ class CLVAIntervention:
         self._sums[kind] = self._sums.get(kind, 0) + contribution
         self._counts[kind] = self._counts.get(kind, 0) + selection.sum(1, keepdim=True)
 
-    def _calibrated_anchors(self) -> dict[str, torch.Tensor]:
-        """This step's anchors, (batch, V) each, from one batched pass over the anchor layers' rows: a softmax over
-        the visual keys, then a weighted sum over each band's anchor heads (the weights average over them)."""
+    def _calibrated_anchors(self) -> tuple[tuple[str, ...], torch.Tensor | None]:
+        """This step's anchors from one batched pass over the anchor layers' rows: a softmax over the visual keys,
+        then a weighted sum over each band's anchor heads (the weights average over them). Returns the kinds that
+        are switched on and their anchors stacked, (kinds, batch, V)."""
         if not self._rows:
-            return {}
+            return (), None
         rows = [row for _, row in self._rows]
         layers = tuple(layer for layer, _ in self._rows)
         keys_t = None
@@ -208,39 +210,48 @@ class CLVAIntervention:
                      torch.zeros_like(self._weights[layer]) for layer in layers] for positive in (True, False)]
             weights = torch.stack([torch.stack(r) for r in rows]).to(distribution.device)[:, :, None, :, None]
             self._stacked[(layers, distribution.device)] = weights
-        both = (distribution.unsqueeze(0) * weights).sum((1, 3))  # (2, batch, V)
-        present = {"positive": any(layer in self._intermediate for layer in layers),
-                   "negative": any(layer in self._early for layer in layers)}
-        return {kind: both[k] for k, kind in enumerate(("positive", "negative")) if present[kind]}
+        both = (distribution.unsqueeze(0) * weights).sum((1, 3))  # (2, batch, V): positive, negative
+        kinds = self._kinds.get(layers)
+        if kinds is None:
+            kinds = self._kinds[layers] = tuple(
+                kind for kind, band in (("positive", self._intermediate), ("negative", self._early))
+                if any(layer in band for layer in layers))
+        if len(kinds) == 2:
+            return kinds, both
+        index = 0 if kinds[0] == "positive" else 1
+        return kinds, both[index:index + 1]
 
-    def _anchors(self) -> dict[str, torch.Tensor]:
-        """This step's anchors that are switched on, ``{"positive": (batch, V), "negative": (batch, V)}``."""
+    def _anchors(self) -> tuple[tuple[str, ...], torch.Tensor | None]:
+        """The kinds of this step's anchors that are switched on, and the anchors stacked, (kinds, batch, V)."""
         if self.config.head_source == "calibrated":
             return self._calibrated_anchors()
-        return {kind: self._sums[kind] / self._counts[kind].clamp_min(1) for kind in ("positive", "negative")
-                if kind in self._sums}
+        kinds = tuple(kind for kind in ("positive", "negative") if kind in self._sums)
+        if not kinds:
+            return (), None
+        return kinds, torch.stack([self._sums[kind] / self._counts[kind].clamp_min(1) for kind in kinds])
 
-    def _shift(self, anchors: dict[str, torch.Tensor], span: VisualSpan) -> torch.Tensor:
-        """``alpha * A+ / max(A+) - beta * A- / max(A-)`` ("logit" mode; "prob" mode leaves out the max), (batch, V)."""
-        kinds = tuple(anchors)
+    def _shift(self, kinds: tuple[str, ...], anchors: torch.Tensor | None, span: VisualSpan) -> torch.Tensor:
+        """``alpha * A+ / max(A+) - beta * A- / max(A-)`` ("logit" mode; "prob" mode leaves out the max), (batch, V).
+        anchors: (kinds, batch, V)."""
         if not kinds:
             return torch.zeros(span.batch_size, span.num_visual, device=span.positions.device)
-        stacked = torch.stack([anchors[kind] for kind in kinds])  # (kinds, batch, V)
-        if self.config.mode == "logit":
-            stacked = stacked / stacked.amax(-1, keepdim=True).clamp_min(1e-12)
-        key = (kinds, stacked.device)
+        key = (kinds, anchors.device)
         if key not in self._coefficients:
             signed = {"positive": self.config.alpha, "negative": -self.config.beta}
             self._coefficients[key] = torch.tensor([signed[kind] for kind in kinds],
-                                                   device=stacked.device).view(-1, 1, 1)
-        return (stacked * self._coefficients[key]).sum(0)
+                                                   device=anchors.device).view(-1, 1, 1)
+        scale = self._coefficients[key]
+        if self.config.mode == "logit":
+            scale = scale / anchors.amax(-1, keepdim=True).clamp_min(1e-12)
+        return (anchors * scale).sum(0)
 
     def bias(self, layer: int, logits: torch.Tensor | None, span: VisualSpan) -> torch.Tensor | None:
         if self._bias is None:
-            anchors = self._anchors()
-            self.positive_anchor = anchors.get("positive")
-            self.negative_anchor = anchors.get("negative")
-            self._bias = self._shift(anchors, span).unsqueeze(1)  # (batch, 1, V)
+            kinds, anchors = self._anchors()
+            found = dict(zip(kinds, anchors)) if kinds else {}
+            self.positive_anchor = found.get("positive")
+            self.negative_anchor = found.get("negative")
+            self._bias = self._shift(kinds, anchors, span).unsqueeze(1)  # (batch, 1, V)
         bias = self._bias
         if self.config.mode == "prob":
             visual_logits = span.take(logits)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from .benchmarks.bootstrap import holm
 from .items import Item, run_items
 from .methods import Method
 from .scoring import format_ci, paired_delta, score_chair, score_mme, score_pope
@@ -69,7 +70,7 @@ def pope_deltas(records: dict[str, list[dict]], baseline: str = "vanilla", metri
         for kind in dict.fromkeys(r["kind"] for r in method_records):
             delta = paired_delta([r for r in records[baseline] if r["kind"] == kind],
                                  [r for r in method_records if r["kind"] == kind], "pope", metric)
-            rows.append({"method": name, "metric": f"Δ {metric} {kind}", **{k: 100 * v for k, v in delta.items()}})
+            rows.append({"method": name, "metric": f"Δ {metric} {kind}", **_points(delta)})
     return pd.DataFrame(rows)
 
 
@@ -78,23 +79,37 @@ def chair_deltas(records: dict[str, list[dict]], baseline: str = "vanilla", metr
     """Long table (method, metric, value, low, high) of paired CHAIR deltas in points (x100)."""
     if baseline not in records:
         raise ValueError(f"baseline {baseline!r} is not among the methods {list(records)}")
-    rows = [{"method": name, "metric": f"Δ {metric}",
-             **{k: 100 * v for k, v in paired_delta(records[baseline], recs, "chair", metric).items()}}
+    rows = [{"method": name, "metric": f"Δ {metric}", **_points(paired_delta(records[baseline], recs, "chair", metric))}
             for name, recs in records.items() if name != baseline]
     return pd.DataFrame(rows)
 
 
-def verdicts(deltas: pd.DataFrame, lower_is_better: Sequence[str] = ("chair",), baseline: str = "vanilla"
-             ) -> list[str]:
-    """One sentence per delta row saying whether its 95 % CI excludes 0 and in which direction it points."""
+def _points(delta: dict) -> dict:
+    """A paired delta with value and CI in points (x100); the p-value as it is."""
+    return {**{k: 100 * delta[k] for k in ("value", "low", "high")}, "p": delta["p"]}
+
+
+def verdicts(deltas: pd.DataFrame, lower_is_better: Sequence[str] = ("chair",), baseline: str = "vanilla",
+             alpha: float = 0.05) -> list[str]:
+    """One sentence per delta row: "better" / "worse" than the baseline only where Holm's procedure over *all the
+    rows given* rejects "no difference" at family-wise error ``alpha`` (bootstrap p-values, column ``p``), so that
+    among a dozen deltas one does not come out "better" by chance. Each line also says whether its own 95 % CI
+    excludes 0."""
+    if "p" not in deltas.columns:
+        raise ValueError("the deltas have no p-values (column 'p'); build them with pope_deltas / chair_deltas")
+    rejected = holm(list(deltas["p"]), alpha=alpha)
+    family = len(deltas)
     lines = []
-    for row in deltas.itertuples():
+    for row, reject in zip(deltas.itertuples(), rejected):
         lower = any(tag in row.metric.lower() for tag in lower_is_better)
-        if row.low > 0 or row.high < 0:
+        excludes = row.low > 0 or row.high < 0
+        if reject:
             better = (row.value < 0) == lower
-            verdict = f"better than {baseline}" if better else f"worse than {baseline}"
+            verdict = f"{'better' if better else 'worse'} than {baseline} (Holm over {family})"
+        elif excludes:
+            verdict = f"CI excludes 0, but not significant after Holm over {family}"
         else:
-            verdict = "no difference the CI can resolve"
+            verdict = "no difference the data can resolve"
         lines.append(f"{row.method:>8} {row.metric:<22} {row.value:+6.1f} [{row.low:+.1f}, {row.high:+.1f}] "
-                     f"-> {verdict}")
+                     f"p={row.p:.3f} -> {verdict}")
     return lines

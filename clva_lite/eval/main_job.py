@@ -125,6 +125,7 @@ def run_demo(out: str | Path = "runs/demo", n_scenes: int | None = None) -> dict
         },
         "table": table, "overhead": overhead,
     }
+    summary["verdicts"] = delta_verdicts(table)
     phase("scoring")
     summary["seconds_by_phase"] = phases
     summary["seconds"] = round(time.time() - start, 1)
@@ -206,11 +207,26 @@ def render_table(summary: dict) -> str:
             d = row["delta_vs_vanilla"]
             lines.append(f"| {name} | {format_ci(d['pope_random_f1'])} | {format_ci(d['pope_popular_f1'])} | "
                          f"{format_ci(d['pope_adversarial_f1'])} | {format_ci(d['chair_s'])} |")
+    lines += ["", f"Verdicts: 'better' / 'worse' only where Holm's procedure over all {len(summary['verdicts'])} "
+              "deltas above rejects 'no difference' at family-wise error 5 % (paired bootstrap p-values):", "", "```",
+              *summary["verdicts"], "```"]
     overhead = summary["overhead"]
     lines += ["", f"Overhead: generate time and peak memory vs stock SDPA, {overhead['new_tokens']} new tokens, "
               f"median of {overhead['repeats']} interleaved runs on {overhead['device']}. "
               f"Total wall time {summary['seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def delta_verdicts(table: dict) -> list[str]:
+    """One verdict line per paired delta in the table, Holm-corrected over all of them (see ``verdicts``)."""
+    import pandas as pd
+
+    from .comparison import verdicts
+
+    rows = [{"method": name, "metric": metric.replace("pope_", "Δ ").replace("_f1", " f1") if metric != "chair_s"
+             else "Δ chair_s", **{k: 100 * delta[k] for k in ("value", "low", "high")}, "p": delta["p"]}
+            for name, row in table.items() for metric, delta in row.get("delta_vs_vanilla", {}).items()]
+    return verdicts(pd.DataFrame(rows))
 
 
 def criterion_table(grid: dict) -> list[str]:

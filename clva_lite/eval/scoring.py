@@ -17,7 +17,7 @@ from .benchmarks import (
     bootstrap_ci,
     chair_metrics,
     mme_scores,
-    paired_bootstrap_delta,
+    paired_bootstrap_test,
     parse_mme_answer,
     parse_pope_answer,
     pope_metrics,
@@ -184,13 +184,12 @@ def mme_bootstrap(records: Sequence[dict], subtasks: Sequence[str], *, n_resampl
 
 def paired_delta(baseline: Sequence[dict], method: Sequence[dict], benchmark: str, name: str,
                  seed: int = 0) -> dict:
-    """metric(method) - metric(baseline) on the same items, with a paired, scene-clustered bootstrap CI."""
+    """metric(method) - metric(baseline) on the same items, with a paired, scene-clustered bootstrap CI and
+    p-value: ``{"value", "low", "high", "p"}``."""
     prepare = with_predictions if benchmark == "pope" else with_chair_counts
     baseline, method = prepare(baseline), prepare(method)
-    delta, low, high = paired_bootstrap_delta(list(baseline), list(method), metric_function(benchmark, name),
-                                              key="id", n_resamples=N_RESAMPLES, seed=seed,
-                                              cluster_key="scene_index")
-    return {"value": delta, "low": low, "high": high}
+    return paired_bootstrap_test(list(baseline), list(method), metric_function(benchmark, name), key="id",
+                                 n_resamples=N_RESAMPLES, seed=seed, cluster_key="scene_index")
 
 
 def format_ci(entry: dict, percent: bool = True) -> str:

@@ -104,14 +104,44 @@ def paired_bootstrap_delta(records_a: Sequence[Any], records_b: Sequence[Any], m
 
     Items are paired by ``key`` (``None``: by position) and every resample draws the same items for
     both, so the interval reflects the difference, not the two separate uncertainties.  Clusters, if
-    any, are read from ``records_a``.
+    any, are read from ``records_a``. :func:`paired_bootstrap_test` also gives a p-value.
     """
+    result = paired_bootstrap_test(records_a, records_b, metric_fn, key=key, n_resamples=n_resamples,
+                                   confidence=confidence, seed=seed, cluster_key=cluster_key)
+    return result["value"], result["low"], result["high"]
+
+
+def paired_bootstrap_test(records_a: Sequence[Any], records_b: Sequence[Any], metric_fn: MetricFn,
+                          key: Key | None = "question_id", n_resamples: int = 1000, confidence: float = 0.95,
+                          seed: int = 0, cluster_key: Key | None = None) -> dict[str, float]:
+    """:func:`paired_bootstrap_delta` as ``{"value", "low", "high", "p"}``, where ``p`` is the two-sided bootstrap
+    p-value of "no difference": twice the smaller share of resampled deltas on either side of 0 (each share counted
+    with the observed resample, ``(k + 1) / (n + 1)``), at most 1. Identical answers give p = 1."""
     _check_settings(len(records_a), n_resamples, confidence)
     aligned_b = align_by_key(records_a, records_b, key)
     if isinstance(records_b, np.ndarray):
         aligned_b = np.asarray(aligned_b)
     delta = float(metric_fn(aligned_b)) - float(metric_fn(records_a))
-    deltas = [float(metric_fn(_take(aligned_b, indices))) - float(metric_fn(_take(records_a, indices)))
-              for indices in _resample_indices(records_a, n_resamples, seed, cluster_key)]
+    deltas = np.asarray([float(metric_fn(_take(aligned_b, indices))) - float(metric_fn(_take(records_a, indices)))
+                         for indices in _resample_indices(records_a, n_resamples, seed, cluster_key)])
     low, high = _interval(deltas, confidence)
-    return delta, low, high
+    side = min(int((deltas <= 0).sum()), int((deltas >= 0).sum()))
+    p = min(1.0, 2 * (side + 1) / (len(deltas) + 1))
+    return {"value": delta, "low": low, "high": high, "p": p}
+
+
+def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected with family-wise error <= ``alpha``.
+
+    Sort the m p-values; reject the k-th smallest while p_(k) <= alpha / (m - k + 1), and stop at the first that is
+    not. Returns one bool per input p-value, in input order.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha} must be in (0, 1)")
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, index in enumerate(order):
+        if p_values[index] > alpha / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected
