@@ -334,9 +334,9 @@ def test_pope_summary_formats_cis_per_sampling():
 def test_pope_deltas_are_paired_and_zero_against_itself():
     records = {"vanilla": ALL_YES, "same": [dict(r) for r in ALL_YES], "perfect": PERFECT}
     deltas = pope_deltas(records, metric="accuracy")
-    assert list(deltas.columns) == ["method", "metric", "value", "low", "high"]
+    assert list(deltas.columns) == ["method", "metric", "value", "low", "high", "p"]
     same = deltas[deltas["method"] == "same"].iloc[0]
-    assert (same["value"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
+    assert (same["value"], same["low"], same["high"], same["p"]) == (0.0, 0.0, 0.0, 1.0)
     perfect = deltas[deltas["method"] == "perfect"].iloc[0]
     assert perfect["metric"] == "Δ accuracy adversarial"
     assert perfect["value"] == pytest.approx(50.0) and perfect["low"] == pytest.approx(50.0)
@@ -464,8 +464,8 @@ def test_metric_curves_and_delta_forest(close_figures):
     table = pd.DataFrame({"alpha": [0.0, 1.0, 2.0], "f1": [0.8, 0.82, 0.81], "chair_s": [0.3, 0.25, 0.2]})
     fig = plots.metric_curves(table, "alpha", ["f1", "chair_s"], title="sweep")
     assert isinstance(fig, Figure) and [ax.get_title() for ax in fig.axes] == ["f1", "chair_s"]
-    deltas = _deltas([("CLVA", "Δ f1 random", 2.0, 0.5, 3.5), ("PAI", "Δ f1 random", -1.0, -2.0, 0.5),
-                      ("CLVA", "Δ chair_s", -5.0, -8.0, -2.0)])
+    deltas = _deltas([("CLVA", "Δ f1 random", 2.0, 0.5, 3.5, 0.01), ("PAI", "Δ f1 random", -1.0, -2.0, 0.5, 0.3),
+                      ("CLVA", "Δ chair_s", -5.0, -8.0, -2.0, 0.001)])
     fig = plots.delta_forest(deltas)
     assert isinstance(fig, Figure) and [ax.get_title() for ax in fig.axes] == ["Δ f1 random", "Δ chair_s"]
 

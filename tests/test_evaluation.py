@@ -85,7 +85,7 @@ def test_paired_delta_of_a_method_against_itself_is_zero():
     records = [{"id": f"q{i}", "scene_index": i, "kind": "random", "label": "yes" if i % 2 else "no",
                 "response": "yes" if i % 3 else "no"} for i in range(12)]
     delta = paired_delta(records, [dict(r) for r in records], "pope", "f1")
-    assert delta == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert delta == {"value": 0.0, "low": 0.0, "high": 0.0, "p": 1.0}
 
 
 def test_toy_mme_scores_from_records():
