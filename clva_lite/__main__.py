@@ -82,6 +82,8 @@ def _benchmark_parser(commands, name: str) -> None:
     sub.add_argument("--fit-split", default="calibration",
                      help="split CLVA's head classes are fitted on; only 'calibration' is allowed")
     sub.add_argument("--head-prompts", type=int, default=64, help="calibration prompts for CLVA's head classes")
+    sub.add_argument("--head-criterion", choices=("share", "focus", "share_focus"), default=None,
+                     help="CLVA: what makes a head vision-sensitive (default: share; see README)")
     sub.add_argument("--limit", type=int, default=None, help="number of scenes (toy) or images (--pope-file)")
     sub.add_argument("--batch-size", type=int, default=None)
     sub.add_argument("--max-new-tokens", type=int, default=None)
@@ -117,6 +119,8 @@ def _check_benchmark_args(args) -> None:
     if args.fit_split != "calibration":
         raise ValueError(f"--fit-split {args.fit_split}: head classes may only be fitted on the calibration split "
                          "(fitting anything on the test split is refused)")
+    if args.head_criterion is not None and args.method != "clva":
+        raise ValueError(f"--head-criterion only applies to --method clva, not {args.method!r}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit} must be a positive number of scenes/images")
     pope_file = getattr(args, "pope_file", None)
@@ -173,6 +177,8 @@ def run_benchmark_command(args) -> dict | None:
             extra["head_classes_data"] = f"toy calibration_prompts({args.head_prompts})"
         extra["alpha_beta"] = "given on the command line" if args.alpha is not None or args.beta is not None \
             else "CLVAConfig defaults"
+        if args.head_criterion is not None:
+            heads = heads.with_criterion(args.head_criterion)
     method = build_method(args.method, alpha=args.alpha, beta=args.beta, heads=heads)
     common = {"records_dir": out / "records", "fitted_extra": extra, "distributed": distributed_launch()}
     if args.batch_size is not None:

@@ -134,6 +134,15 @@ def test_cli_clva_fits_heads_on_calibration_and_records_it(tmp_path):
     assert saved["fitted_on"]["alpha_beta"] == "given on the command line"
     assert saved["method"]["config"]["alpha"] == 0.5 and saved["method"]["config"]["beta"] == 2.0
     assert saved["evaluated_on"] == "test" and list(saved["scores"]["subtasks"]) == ["color"]
+    assert saved["method"]["heads"]["criterion"] == "share"
+
+
+def test_cli_clva_takes_a_head_criterion(tmp_path):
+    out = tmp_path / "focus"
+    main(["mme", "--model", "toy-untrained", "--method", "clva", "--head-criterion", "focus", "--limit", "2",
+          "--subtasks", "color", "--head-prompts", "4", "--max-new-tokens", "2", "--out", str(out)])
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["method"]["heads"]["criterion"] == "focus"
 
 
 @pytest.mark.parametrize("argv,error,match", [
@@ -141,6 +150,7 @@ def test_cli_clva_fits_heads_on_calibration_and_records_it(tmp_path):
     (["chair", "--method", "clva", "--alpha", "30"], ValueError, "alpha=30.0 is out of range"),
     (["mme", "--method", "vanilla", "--beta", "1"], ValueError, "'vanilla' has no beta"),
     (["pope", "--limit", "0"], ValueError, "--limit 0 must be a positive"),
+    (["pope", "--method", "pai", "--head-criterion", "focus"], ValueError, "only applies to --method clva"),
     (["pope", "--split", "dev"], ValueError, "unknown split 'dev'"),
     (["pope", "--pope-file", "x.json"], ValueError, "--pope-file needs --image-dir"),
     (["pope", "--image-dir", "."], ValueError, "--image-dir only applies with --pope-file"),
