@@ -53,6 +53,10 @@ def stacked_keys(rows: list[QueryRow]) -> torch.Tensor:
     return keys.reshape(len(rows) * batch * heads, keys.shape[-2], dim).transpose(1, 2).float()
 
 
+def _biased(row: QueryRow, logits: torch.Tensor) -> torch.Tensor:
+    return logits + row.bias if row.bias is not None else logits
+
+
 def row_logits(rows: list[QueryRow], keys_t: torch.Tensor | None = None) -> torch.Tensor:
     """The masked pre-softmax rows after any bias of several layers of one step: (layers, batch, heads, kv), float32.
 
@@ -67,9 +71,9 @@ def row_logits(rows: list[QueryRow], keys_t: torch.Tensor | None = None) -> torc
     uniform = all(r.key.shape == first.key.shape and r.scale == first.scale and r.groups == first.groups
                   and r.mask is first.mask for r in todo)
     if not uniform:
-        return torch.stack([r.logits if r.logits is not None else
-                            _scores(r.query, r.key, r.groups, r.scale, mask=r.mask).add_(r.bias if r.bias is not None
-                                                                                        else 0) for r in rows])
+        return torch.stack([r.logits if r.logits is not None else _biased(r, _scores(r.query, r.key, r.groups,
+                                                                                   r.scale, mask=r.mask))
+                            for r in rows])
     batch, heads, _, dim = first.query.shape
     kv = first.key.shape[2]
     count = len(todo)
@@ -261,23 +265,22 @@ def _ignored_input(device) -> torch.Tensor:
 
 
 def _scores(query_last: torch.Tensor, keys: torch.Tensor, groups: int, scale: float,
-            mask: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+            mask: torch.Tensor | None = None) -> torch.Tensor:
     """q . K^T * scale (+ mask) for the last query, as one fused batched matmul (baddbmm).
 
     query_last: (batch, heads, 1, d); keys: (batch, kv_heads, n, d); mask: (batch, heads, n) contiguous float.
-    Returns (batch, heads, n) in float32 (into ``out``, contiguous, when given).
+    Returns (batch, heads, n) in float32.
     """
     batch, heads, _, dim = query_last.shape
     keys = repeat_kv(keys, groups) if groups > 1 else keys
     n = keys.shape[2]
     query = query_last.float().reshape(batch * heads, 1, dim)
     keys_t = keys.float().reshape(batch * heads, n, dim).transpose(1, 2)
-    target = out.view(batch * heads, 1, n) if out is not None else None
     if mask is None:
-        result = torch.baddbmm(_ignored_input(query.device), query, keys_t, beta=0, alpha=scale, out=target)
+        result = torch.baddbmm(_ignored_input(query.device), query, keys_t, beta=0, alpha=scale)
     else:
-        result = torch.baddbmm(mask.view(batch * heads, 1, n), query, keys_t, alpha=scale, out=target)
-    return out if out is not None else result.view(batch, heads, n)
+        result = torch.baddbmm(mask.view(batch * heads, 1, n), query, keys_t, alpha=scale)
+    return result.view(batch, heads, n)
 
 
 def clva_attention_forward(
