@@ -1,0 +1,89 @@
+"""Explore v2 recipe variants at reduced scale, on the calibration split only.
+
+    python -m clva_lite.toy.v2.explore train NAME [--base RUN]   # train variant NAME into runs/explore/NAME
+    python -m clva_lite.toy.v2.explore eval NAME                 # measure it, add its row to the table
+    python -m clva_lite.toy.v2.explore eval v1                   # the bundled v1 model (data/toy-llava), v1 world
+    python -m clva_lite.toy.v2.explore list
+
+Rows go to ``data/toy-v2-variants.json``. Every number is measured on the **calibration** split (POPE scenes
+0..n, head-fitting / anchor prompts from scene 1000 on, captions from scene 2000 on); the test split is never
+read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .train import TrainConfigV2, seed_checkpoints, train_toy_v2
+
+ROOT = Path(__file__).resolve().parents[3]
+RUNS = ROOT / "runs" / "explore"
+TABLE = ROOT / "data" / "toy-v2-variants.json"
+
+# Reduced scale: about 20 minutes on one thread.
+EXPLORE_BASE = dict(train_scenes=4000, threads=1, vision_steps=800, vision_batch=64, language_steps=500,
+                    language_batch=32, align_steps=80, align_batch=16, instruct_steps=350, instruct_batch=16,
+                    held_out_scenes=100)
+
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "A-base": ("recipe defaults at reduced scale (mean-pooled CLIP-like vision, caption + phrase contrastive; "
+               "faint objects named; no caption noise)", {}),
+    "B-noise": ("A + caption noise 0.1 (a caption names an absent group-mate) and 30 % of 'no' questions about "
+                "absent group-mates", {"caption_noise": 0.1, "groupmate_negative_share": 0.3}),
+    "C-cls": ("A with CLIP's CLS pooling for the contrastive stage (vision_pool='cls')", {"vision_pool": "cls"}),
+    "D-longer": ("A with 2x instruct steps", {"instruct_steps": 700}),
+}
+
+
+def variant_config(name: str) -> TrainConfigV2:
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    return TrainConfigV2.from_dict({**asdict(TrainConfigV2()), **EXPLORE_BASE, **VARIANTS[name][1]})
+
+
+def train_variant(name: str, base: str | None = None) -> Path:
+    config = variant_config(name)
+    out = RUNS / name
+    if base:
+        k = seed_checkpoints(RUNS / base, out, config)
+        print(f"seeded {name} from {base}: stages up to {k} reused", flush=True)
+    start = time.time()
+    train_toy_v2(config, out=out)
+    print(f"trained {name} in {time.time() - start:.0f} s -> {out}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m clva_lite.toy.v2.explore", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train")
+    train.add_argument("name")
+    train.add_argument("--base", default=None, help="variant run whose compatible checkpoints to start from")
+    ev = commands.add_parser("eval")
+    ev.add_argument("name")
+    ev.add_argument("--pope-scenes", type=int, default=64)
+    ev.add_argument("--prompts", type=int, default=96)
+    ev.add_argument("--captions", type=int, default=64)
+    commands.add_parser("list")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    if args.command == "train":
+        train_variant(args.name, args.base)
+    elif args.command == "eval":
+        from .metrics import evaluate_variant
+
+        evaluate_variant(args.name, pope_scenes=args.pope_scenes, n_prompts=args.prompts, n_captions=args.captions)
+    else:
+        for name, (what, overrides) in VARIANTS.items():
+            print(f"{name}: {what} {overrides}")
+
+
+if __name__ == "__main__":
+    main()
