@@ -1,0 +1,88 @@
+"""Toy v2 (clva_lite/toy/v2): world rules, the four-stage recipe end to end at tiny scale, stage resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import clva_lite
+from clva_lite.toy.v2 import questions as q2
+from clva_lite.toy.v2 import world as w2
+from clva_lite.toy.v2.train import STAGES, TrainConfigV2, tiny_training_config, train_toy_v2
+from clva_lite.toy.world import SPLIT_SEED_BASE, SPLIT_SIZE_LIMIT, Split
+
+
+def test_categories_and_groups():
+    assert len(w2.CATEGORIES) == 24 == len(set(w2.CATEGORIES))
+    assert len(w2.GROUPS) == 6 and all(len(g) == 4 for g in w2.GROUPS)
+    assert len(set(w2.POPULARITY.values())) == 24  # unequal popularity
+
+
+def test_scenes_follow_the_rules():
+    scenes = w2.generate_scenes(Split.TRAIN, 300)
+    counts = [len(s.objects) for s in scenes]
+    assert min(counts) == 3 and max(counts) == 6
+    for s in scenes:
+        groups = [w2.GROUP_OF[c] for c in s.categories]
+        assert max(groups.count(g) for g in groups) <= w2.GROUP_CAP
+    assert w2.generate_scene("train", 5) == w2.generate_scene("train", 5)
+    image = scenes[0].image()
+    assert image.size == (96, 96)
+    assert w2.NUM_VISUAL_TOKENS == 144 and w2.patch_labels(scenes[0])[0].shape == (12, 12)
+
+
+def test_split_seed_ranges_are_disjoint():
+    ranges = sorted((SPLIT_SEED_BASE[s], SPLIT_SEED_BASE[s] + SPLIT_SIZE_LIMIT) for s in Split)
+    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
+    with pytest.raises(ValueError):
+        w2.scene_seed("train", SPLIT_SIZE_LIMIT)
+    assert w2.generate_scene("train", 0) != w2.generate_scene("calibration", 0)
+
+
+def test_adversarial_negatives_are_mostly_group_mates():
+    adversarial = q2.pope_questions(Split.CALIBRATION, 80, "adversarial")
+    random = q2.pope_questions(Split.CALIBRATION, 80, "random")
+    assert q2.adversarial_groupmate_share(adversarial) > 0.6
+    assert q2.adversarial_groupmate_share(adversarial) > q2.adversarial_groupmate_share(random) + 0.3
+    assert [q.label for q in adversarial[:4]] == ["yes", "no", "yes", "no"]
+    for q in adversarial:
+        assert (q.category in q.scene.categories) == (q.label == "yes")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy-v2")
+    config = tiny_training_config()
+    _, partial = train_toy_v2(config, out=out, stop_after="language")
+    _, log = train_toy_v2(config, out=out)  # resumes after "language"
+    return out, config, partial, log
+
+
+def test_tiny_recipe_runs_all_stages_and_loads(tiny_run):
+    out, _, _, log = tiny_run
+    assert [s["stage"] for s in log] == list(STAGES)
+    assert all("first_loss" in s and "final_loss" in s and "seconds" in s for s in log)
+    assert json.loads((out / "training_log.json").read_text())["recipe"] == "v2"
+    loaded = clva_lite.load_model(str(out), device="cpu")
+    assert loaded.num_layers >= 16 and loaded.num_heads >= 8
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    assert size < 25e6
+    scene = w2.generate_scene("calibration", 0)
+    inputs = loaded.inputs([scene.image()], ["is there a star in the image ?"])
+    assert int((inputs["input_ids"] == loaded.image_token_id).sum()) == 144
+    answers = loaded.generate([scene.image()], ["is there a star in the image ?"], max_new_tokens=3)
+    assert len(answers) == 1 and isinstance(answers[0], str)
+    with clva_lite.capture(loaded, inputs) as rec:
+        loaded.model(**inputs)
+    assert tuple(rec.visual.shape[-3:]) == (16, 8, 144)
+
+
+def test_resume_reuses_completed_stages(tiny_run):
+    out, config, partial, log = tiny_run
+    assert [s["stage"] for s in partial] == ["vision", "language"]
+    assert log[:2] == partial  # not retrained
+    assert all((out / "checkpoints" / f"{k}-{s}.pt").exists() for k, s in enumerate(STAGES))
+    other = TrainConfigV2.from_dict({**config.__dict__, "vision_lr": 1.0})
+    with pytest.raises(ValueError, match="another config"):
+        train_toy_v2(other, out=out)
