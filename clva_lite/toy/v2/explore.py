@@ -36,6 +36,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                 "absent group-mates", {"caption_noise": 0.1, "groupmate_negative_share": 0.3}),
     "C-cls": ("A with CLIP's CLS pooling for the contrastive stage (vision_pool='cls')", {"vision_pool": "cls"}),
     "D-longer": ("A with 2x instruct steps", {"instruct_steps": 700}),
+    "E-vision-lm": ("A with most of the budget moved to the vision stage (1800 steps, lr 1e-3, max-pooled "
+                    "contrastive embedding) and a QA-heavy language stage (700 steps, lr 2e-3, mix 0.2/0.2/0.6, "
+                    "2 questions per scene text, answers-only loss on scene documents); instruct 300 steps",
+                    {"vision_steps": 1800, "vision_lr": 1e-3, "vision_pool": "max", "language_steps": 700,
+                     "language_lr": 2e-3, "language_mix": [0.2, 0.2, 0.6], "language_turns": 2,
+                     "language_loss": "answers", "instruct_steps": 300}),
 }
 
 
@@ -69,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--pope-scenes", type=int, default=64)
     ev.add_argument("--prompts", type=int, default=96)
     ev.add_argument("--captions", type=int, default=64)
+    probe = commands.add_parser("probe", help="linear-probe diagnostic of a run's vision checkpoint")
+    probe.add_argument("name")
     commands.add_parser("list")
     args = parser.parse_args(argv)
     import torch
@@ -80,6 +88,16 @@ def main(argv: list[str] | None = None) -> None:
         from .metrics import evaluate_variant
 
         evaluate_variant(args.name, pope_scenes=args.pope_scenes, n_prompts=args.prompts, n_captions=args.captions)
+    elif args.command == "probe":
+        from .metrics import vision_probe
+        from .model import ModelConfig, build_untrained_model
+
+        config = variant_config(args.name) if args.name != "untrained" else TrainConfigV2()
+        model = build_untrained_model(config.seed, ModelConfig(**config.model))
+        if args.name != "untrained":
+            state = torch.load(RUNS / args.name / "checkpoints" / "0-vision.pt", weights_only=False)
+            model.load_state_dict(state["state_dict"])
+        print(args.name, vision_probe(model.eval()), flush=True)
     else:
         for name, (what, overrides) in VARIANTS.items():
             print(f"{name}: {what} {overrides}")

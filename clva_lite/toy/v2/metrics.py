@@ -285,3 +285,41 @@ def summary(row: dict) -> str:
                      f"{a['correct_TN']['value']} correct {a['correct_all']['value']}; FP-TN {a['FP_minus_TN']}; "
                      f"closer to A-: {dc['hallucinated_closer_to_A-']}")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def vision_probe(model, n_train: int = 1500, n_eval: int = 300, seed: int = 0) -> dict:
+    """Diagnostic (never used for training the model): how well a linear probe on the tower's LLaVA features
+    (mean- and max-pooled over patches) tells which categories are present. Trained on train scenes, scored on
+    calibration scenes: mean per-category ROC AUC (0.5 = chance)."""
+    from .train import patch_features, render_images
+    from .world import CATEGORIES
+
+    def pooled(images):
+        feats = torch.cat([patch_features(model, images.batch(slice(i, i + 64))) for i in range(0, len(images.scenes), 64)])
+        return torch.cat([feats.mean(1), feats.amax(1)], -1)
+
+    train, held = render_images(n_train), render_images(n_eval, Split.CALIBRATION)
+    xt, xe = pooled(train), pooled(held)
+    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    xt, xe = (xt - mu) / sd, (xe - mu) / sd
+    yt = torch.tensor([[c in s.categories for c in CATEGORIES] for s in train.scenes]).float()
+    ye = torch.tensor([[c in s.categories for c in CATEGORIES] for s in held.scenes]).float()
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(xt.shape[1], len(CATEGORIES))
+    with torch.enable_grad():
+        opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-4)
+        for _ in range(300):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(xt), yt)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    scores = probe(xe)
+    aucs = []
+    for k in range(len(CATEGORIES)):
+        pos, neg = scores[ye[:, k] > 0, k], scores[ye[:, k] == 0, k]
+        if len(pos) and len(neg):
+            aucs.append(float((pos[:, None] > neg[None, :]).float().mean()))
+    train_loss = float(torch.nn.functional.binary_cross_entropy_with_logits(probe(xt), yt))
+    return {"mean_auc": round(float(np.mean(aucs)), 4), "train_loss": round(train_loss, 4), "n_train": n_train,
+            "n_eval": n_eval}

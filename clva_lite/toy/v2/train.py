@@ -48,12 +48,16 @@ class TrainConfigV2:
     vision_steps: int = 2500
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    vision_pool: str = "mean"  # "cls" (CLIP's pooler) or "mean" (mean of patch tokens, then post-layernorm)
+    vision_pool: str = "mean"  # "cls" (CLIP's pooler), "mean" or "max" over post-layernormed patch tokens
     vision_phrase_weight: float = 1.0
     # 2. language (text only)
     language_steps: int = 1500
     language_batch: int = 32
     language_lr: float = 1e-3
+    language_mix: tuple = (0.3, 0.25, 0.45)  # P(caption alone), P(scene text + caption), P(scene text + questions)
+    language_turns: int = 3  # questions per scene-text document
+    language_loss: str = "all"  # "all" tokens (plain LM) or "answers" (scene documents supervise their answers only,
+    #                             like the conversation fine-tuning of LLaVA's Vicuna; captions alone keep all tokens)
     # 3. align (projector only)
     align_steps: int = 200
     align_batch: int = 16
@@ -175,19 +179,25 @@ class Texts:
         order = self.rng.permutation(len(scene.objects))
         return " and ".join(f"a {scene.objects[k].colour} {scene.objects[k].category}" for k in order) + " ."
 
-    def text_document(self, scene: Scene) -> list[int]:
-        """One language pre-training document (no image): caption alone, scene + QA, or scene + caption."""
+    def text_document(self, scene: Scene) -> tuple[list[int], list[int]]:
+        """One language pre-training document (no image) and its loss mask: caption alone, scene + caption, or
+        scene + questions. With ``language_loss="answers"`` scene documents supervise their answers only."""
         kind = self.rng.random()
-        ids = [self.words["<s>"]]
-        if kind < 0.3:
-            ids += self.ids(f"question : {CAPTION_REQUEST} answer : {self.caption(scene)}")
-        else:
-            ids += self.ids(f"scene : {self.scene_text(scene)}")
-            turns = 1 if kind < 0.55 else self.config.turns
-            for _ in range(turns):
-                q, a = (CAPTION_REQUEST, self.caption(scene)) if kind < 0.55 else self.question(scene)
-                ids += self.ids(f"question : {q} answer : {a}")
-        return ids + [self.words["</s>"]]
+        alone, with_caption, _ = self.config.language_mix
+        answers_only = self.config.language_loss == "answers"
+        ids, mask = [self.words["<s>"]], [0]
+        if kind < alone:
+            part = self.ids(f"question : {CAPTION_REQUEST} answer : {self.caption(scene)}") + [self.words["</s>"]]
+            return ids + part, mask + [1] * len(part)
+        part = self.ids(f"scene : {self.scene_text(scene)}")
+        ids, mask = ids + part, mask + [0 if answers_only else 1] * len(part)
+        captioning = kind < alone + with_caption
+        for _ in range(1 if captioning else self.config.language_turns):
+            q, a = (CAPTION_REQUEST, self.caption(scene)) if captioning else self.question(scene)
+            prompt, reply = self.ids(f"question : {q} answer :"), self.ids(a) + [self.words["</s>"]]
+            ids += prompt + reply
+            mask += [0 if answers_only else 1] * len(prompt) + [1] * len(reply)
+        return ids, mask
 
     def conversation(self, scene: Scene, turns: int, caption_only: bool = False) -> tuple[list[int], list[int]]:
         ids = [self.words["<s>"]] + [self.words["<image>"]] * NUM_VISUAL_TOKENS
@@ -258,7 +268,8 @@ def _save_checkpoint(model, out: Path | None, k: int, config: TrainConfigV2, log
 _STAGE_FIELDS = {
     "vision": ("seed", "train_scenes", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
                "vision_phrase_weight"),
-    "language": ("language_steps", "language_batch", "language_lr", "turns", "caption_share", "count_colour_share",
+    "language": ("language_steps", "language_batch", "language_lr", "language_mix", "language_turns", "language_loss",
+                 "turns", "caption_share", "count_colour_share",
                  "groupmate_negative_share", "caption_noise"),
     "align": ("align_steps", "align_batch", "align_lr"),
     "instruct": ("instruct_steps", "instruct_batch", "instruct_lr", "held_out_scenes"),
@@ -272,8 +283,13 @@ def stage_fields(k: int) -> tuple[str, ...]:
 
 
 def _compatible(saved: dict, config: TrainConfigV2, k: int) -> bool:
-    current = asdict(config)
-    return all(saved.get(f) == current[f] for f in stage_fields(k))
+    """Fields missing from an older checkpoint count as the current defaults."""
+    current, defaults = asdict(config), asdict(TrainConfigV2())
+    return all(_same(saved.get(f, defaults[f]), current[f]) for f in stage_fields(k))
+
+
+def _same(a, b) -> bool:
+    return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
 
 
 def _last_checkpoint(out: Path | None, config: TrainConfigV2) -> tuple[int, dict | None]:
@@ -390,7 +406,8 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
             if config.vision_pool == "cls":
                 pooled = hidden.pooler_output
             else:
-                pooled = getattr(tower, "vision_model", tower).post_layernorm(hidden.last_hidden_state[:, 1:].mean(1))
+                patches = getattr(tower, "vision_model", tower).post_layernorm(hidden.last_hidden_state[:, 1:])
+                pooled = patches.amax(1) if config.vision_pool == "max" else patches.mean(1)
             return F.normalize(image_proj(pooled), dim=-1)
 
         def vision_loss(step):
@@ -425,7 +442,8 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
 
         def text_loss(step):
             idx = rng.integers(n, size=config.language_batch)
-            ids, attention, mask = texts.pad([texts.text_document(images.scenes[i]) for i in idx])
+            docs = [texts.text_document(images.scenes[i]) for i in idx]
+            ids, attention, mask = texts.pad([d[0] for d in docs], [d[1] for d in docs])
             embeds = model.get_input_embeddings()(ids)
             hidden = decoder(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
             logits = model.lm_head(hidden[:, :-1])
