@@ -63,6 +63,30 @@ def train_variant(name: str, base: str | None = None) -> Path:
     return out
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """One line per variant and head criterion: benchmarks, anchors' on-object share / entropy, deep r with A-."""
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = ["| variant | train s | POPE rand | POPE adv | gap | CHAIR_s | crit | uniform obj | A+ obj | A+ ent | "
+             "A- obj | A- ent | deep obj | deep r(A-) FP | deep r(A-) TN | FP-TN [CI] |",
+             "|" + "---|" * 16]
+    for r in rows:
+        p = r["pope"]
+        for crit, block in r["criteria"].items():
+            ph, dc = block["phenomenon"], block["deep_correlation"]["A-"]
+            d = dc["FP_minus_TN"]
+            ci = f"{f(d['value'])} [{f(d['low'])}, {f(d['high'])}]"
+            lines.append(
+                f"| {r['name']} | {r['train_seconds']:.0f} | {f(p['random']['accuracy'])} | "
+                f"{f(p['adversarial']['accuracy'])} | {f(p['gap_random_minus_adversarial'])} | "
+                f"{f(r['chair']['chair_s'])} | {crit} | {f(ph['uniform_on_object'])} | {f(ph['A+']['head_on_object'])} | "
+                f"{f(ph['A+']['head_entropy'])} | {f(ph['A-']['head_on_object'])} | {f(ph['A-']['head_entropy'])} | "
+                f"{f(ph['bands']['deep']['all_heads']['on_object'])} | {f(dc['hallucinated_FP']['value'])} "
+                f"(n={dc['hallucinated_FP']['n']}) | {f(dc['correct_TN']['value'])} | {ci} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clva_lite.toy.v2.explore", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     probe = commands.add_parser("probe", help="linear-probe diagnostic of a run's vision checkpoint")
     probe.add_argument("name")
     commands.add_parser("list")
+    commands.add_parser("table", help="print data/toy-v2-variants.json as a markdown table")
     args = parser.parse_args(argv)
     import torch
 
@@ -88,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         from .metrics import evaluate_variant
 
         evaluate_variant(args.name, pope_scenes=args.pope_scenes, n_prompts=args.prompts, n_captions=args.captions)
+    elif args.command == "table":
+        print(markdown_table(json.loads(TABLE.read_text())))
     elif args.command == "probe":
         from .metrics import vision_probe
         from .model import ModelConfig, build_untrained_model
