@@ -2,9 +2,7 @@
 
 import json
 
-import numpy as np
 import pytest
-import torch
 
 import clva_lite
 from clva_lite.toy.v2 import questions as q2

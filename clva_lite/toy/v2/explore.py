@@ -63,6 +63,37 @@ def train_variant(name: str, base: str | None = None) -> Path:
     return out
 
 
+def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n_captions: int = 64,
+                     folder: str | Path | None = None, table: str | Path | None = None) -> dict:
+    from ...models.loading import load_model
+    from .metrics import measure, summary, world_view
+
+    if name == "v1":
+        folder = folder or Path(__file__).resolve().parents[3] / "data" / "toy-llava"
+        world, what = world_view("v1"), "bundled v1 model (data/toy-llava), v1 world (for comparison)"
+    else:
+        folder = folder or RUNS / name
+        world, what = world_view("v2"), VARIANTS.get(name, ("",))[0]
+    folder = Path(folder)
+    loaded = load_model(str(folder), device="cpu")
+    result = measure(loaded, world, pope_scenes=pope_scenes, n_prompts=n_prompts, n_captions=n_captions)
+    log_path = folder / "training_log.json"
+    training = json.loads(log_path.read_text()) if log_path.exists() else {}
+    row = {"name": name, "what": what, "folder": str(folder),
+           "overrides": VARIANTS.get(name, ("", {}))[1] if name != "v1" else None,
+           "training": [{k: s[k] for k in s if k in ("stage", "steps", "seconds", "first_loss", "final_loss")}
+                        | {k: v for k, v in s.items() if k.startswith("calibration")}
+                        for s in training.get("stages", [])],
+           "train_seconds": round(sum(s["seconds"] for s in training.get("stages", [])), 1), **result}
+    table = Path(table or TABLE)
+    rows = json.loads(table.read_text()) if table.exists() else []
+    rows = [r for r in rows if r["name"] != name] + [row]
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(json.dumps(rows, indent=1) + "\n")
+    print(summary(row), flush=True)
+    return row
+
+
 def markdown_table(rows: list[dict]) -> str:
     """One line per variant and head criterion: benchmarks, anchors' on-object share / entropy, deep r with A-."""
     def f(x):
@@ -110,8 +141,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train":
         train_variant(args.name, args.base)
     elif args.command == "eval":
-        from .metrics import evaluate_variant
-
         evaluate_variant(args.name, pope_scenes=args.pope_scenes, n_prompts=args.prompts, n_captions=args.captions)
     elif args.command == "table":
         print(markdown_table(json.loads(TABLE.read_text())))

@@ -9,11 +9,9 @@ with the bundled v1 model.
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +22,6 @@ from ...analysis.grounding import on_object_share
 from ...attention.capture import capture
 from ...attention.heads import DEFAULT_BANDS, HeadClasses, band_layers, fit_head_classes, normalised_entropy
 from ...eval.benchmarks import ObjectVocabulary, bootstrap_ci, chair_metrics, parse_pope_answer, pope_metrics
-from ...models.loading import load_model
 from ..model import CAPTION_REQUEST
 from ..questions import POPE_SAMPLINGS, existence_question
 from ..world import Split
@@ -174,7 +171,7 @@ def phenomenon(visual: torch.Tensor, masks: torch.Tensor, classes: HeadClasses, 
     for anchor, heads in (("A+", classes.sensitive(bands["intermediate"])),
                           ("A-", classes.insensitive(bands["early"]))):
         p = anchor_distribution(visual, heads)  # (N, V)
-        out[anchor] = {"heads": [[int(l), int(h)] for l, h in heads.nonzero().tolist()],
+        out[anchor] = {"heads": [[int(layer), int(h)] for layer, h in heads.nonzero().tolist()],
                        "head_entropy": round(float(entropy[:, heads].mean()), 4),
                        "head_on_object": round(float(on_object[:, heads].mean()), 4),
                        "anchor_entropy": round(float(normalised_entropy(p).mean()), 4),
@@ -234,36 +231,6 @@ def measure(loaded, world: WorldView, *, pope_scenes: int = 64, n_prompts: int =
                                          "deep_correlation": correlations_by_outcome(pope_visual, records, cls, bands)}
     result["measure_seconds"] = round(time.time() - start, 1)
     return result
-
-
-def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n_captions: int = 64,
-                     folder: str | Path | None = None, table: str | Path | None = None) -> dict:
-    from .explore import RUNS, TABLE, VARIANTS
-
-    if name == "v1":
-        folder = folder or Path(__file__).resolve().parents[3] / "data" / "toy-llava"
-        world, what = world_view("v1"), "bundled v1 model (data/toy-llava), v1 world (for comparison)"
-    else:
-        folder = folder or RUNS / name
-        world, what = world_view("v2"), VARIANTS.get(name, ("",))[0]
-    folder = Path(folder)
-    loaded = load_model(str(folder), device="cpu")
-    result = measure(loaded, world, pope_scenes=pope_scenes, n_prompts=n_prompts, n_captions=n_captions)
-    log_path = folder / "training_log.json"
-    training = json.loads(log_path.read_text()) if log_path.exists() else {}
-    row = {"name": name, "what": what, "folder": str(folder),
-           "overrides": VARIANTS.get(name, ("", {}))[1] if name != "v1" else None,
-           "training": [{k: s[k] for k in s if k in ("stage", "steps", "seconds", "first_loss", "final_loss")}
-                        | {k: v for k, v in s.items() if k.startswith("calibration")}
-                        for s in training.get("stages", [])],
-           "train_seconds": round(sum(s["seconds"] for s in training.get("stages", [])), 1), **result}
-    table = Path(table or TABLE)
-    rows = json.loads(table.read_text()) if table.exists() else []
-    rows = [r for r in rows if r["name"] != name] + [row]
-    table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(json.dumps(rows, indent=1) + "\n")
-    print(summary(row), flush=True)
-    return row
 
 
 def summary(row: dict) -> str:

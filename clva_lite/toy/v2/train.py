@@ -75,8 +75,8 @@ class TrainConfigV2:
 
     @classmethod
     def quick(cls) -> TrainConfigV2:
-        """All four stages in about a minute and a half on 2 cores (tests, smoke runs); not a usable model."""
-        return cls(train_scenes=256, vision_steps=30, vision_batch=32, language_steps=30, language_batch=16,
+        """All four stages in about a minute on one thread (smoke runs); not a usable model."""
+        return cls(train_scenes=256, threads=1, vision_steps=30, vision_batch=32, language_steps=30, language_batch=16,
                    align_steps=30, align_batch=8, instruct_steps=30, instruct_batch=8, held_out_scenes=32)
 
     @classmethod

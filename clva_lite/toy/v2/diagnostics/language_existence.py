@@ -1,10 +1,17 @@
 """Diagnostic: does the v2 decoder learn in-context existence QA from scene text (answers-only loss)?"""
-import sys, time, numpy as np, torch, torch.nn.functional as F
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 torch.set_num_threads(1)
-from clva_lite.toy.v2.train import Texts, TrainConfigV2, existence_accuracy
-from clva_lite.toy.v2.model import build_untrained_model, ModelConfig
-from clva_lite.toy.v2 import world as w2
 from clva_lite.toy.questions import existence_question
+from clva_lite.toy.v2 import world as w2
+from clva_lite.toy.v2.model import ModelConfig, build_untrained_model
+from clva_lite.toy.v2.train import Texts, TrainConfigV2, existence_accuracy
+
 lr, steps, layers = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 cfg = TrainConfigV2(language_loss="answers")
 rng = np.random.default_rng(0); texts = Texts(rng, cfg)

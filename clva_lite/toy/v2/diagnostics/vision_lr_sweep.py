@@ -1,8 +1,15 @@
-import sys, time, numpy as np, torch, torch.nn.functional as F
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 torch.set_num_threads(1)
-from clva_lite.toy.v2.train import render_images
 from clva_lite.toy.v2.model import build_untrained_model
+from clva_lite.toy.v2.train import render_images
 from clva_lite.toy.v2.world import CATEGORIES
+
 lr=float(sys.argv[1]); steps=int(sys.argv[2]); pool=sys.argv[3]
 imgs=render_images(2000)
 m=build_untrained_model(0); tower=m.model.vision_tower.train()

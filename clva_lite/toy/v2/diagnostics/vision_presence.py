@@ -1,12 +1,19 @@
 """Diagnostic: can the v2 CLIP tower learn category presence (supervised multi-label, upper bound for the
 contrastive stage) on the v2 world as is, with bigger objects, or on a clean background?"""
-import sys, time, dataclasses, numpy as np, torch, torch.nn.functional as F
-from PIL import Image
+import dataclasses
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 torch.set_num_threads(1)
+import clva_lite.toy.world as v1
 from clva_lite.toy.v2 import world as w2
 from clva_lite.toy.v2.model import build_untrained_model
 from clva_lite.toy.world import COLOURS
-import clva_lite.toy.world as v1
+
 mode, steps = sys.argv[1], int(sys.argv[2])
 def render(scene):
     rng = np.random.default_rng(scene.background_seed)
