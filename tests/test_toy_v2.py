@@ -84,3 +84,14 @@ def test_resume_reuses_completed_stages(tiny_run):
     other = TrainConfigV2.from_dict({**config.__dict__, "vision_lr": 1.0})
     with pytest.raises(ValueError, match="another config"):
         train_toy_v2(other, out=out)
+
+
+def test_the_variants_table_reads_the_committed_exploration(tmp_path):
+    from clva_lite.toy.v2.explore import variants_frame
+
+    table = variants_frame()
+    assert {"v1", "A-base"} <= set(table.index.get_level_values("variant"))
+    assert set(table.index.get_level_values("criterion")) == {"share", "focus"}
+    assert table["POPE random acc"].between(0, 1).all() and "A+ on-object" in table.columns
+    with pytest.raises(FileNotFoundError, match="explore eval"):
+        variants_frame(tmp_path / "none.json")

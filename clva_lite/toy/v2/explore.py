@@ -111,7 +111,8 @@ def markdown_table(rows: list[dict]) -> str:
             lines.append(
                 f"| {r['name']} | {r['train_seconds']:.0f} | {f(p['random']['accuracy'])} | "
                 f"{f(p['adversarial']['accuracy'])} | {f(p['gap_random_minus_adversarial'])} | "
-                f"{f(r['chair']['chair_s'])} | {crit} | {f(ph['uniform_on_object'])} | {f(ph['A+']['head_on_object'])} | "
+                f"{f(r['chair']['chair_s'])} | {crit} | {f(ph['uniform_on_object'])} | "
+                f"{f(ph['A+']['head_on_object'])} | "
                 f"{f(ph['A+']['head_entropy'])} | {f(ph['A-']['head_on_object'])} | {f(ph['A-']['head_entropy'])} | "
                 f"{f(ph['bands']['deep']['all_heads']['on_object'])} | {f(dc['hallucinated_FP']['value'])} "
                 f"(n={dc['hallucinated_FP']['n']}) | {f(dc['correct_TN']['value'])} | {ci} |")
@@ -161,3 +162,26 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+VARIANTS_FILE = Path(__file__).resolve().parents[3] / "data" / "toy-v2-variants.json"
+
+
+def variants_frame(path: str | Path = VARIANTS_FILE):
+    """The variants table as a pandas DataFrame, one row per variant and head criterion (notebook 07)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; it is written by `python -m clva_lite.toy.v2.explore eval NAME`")
+    rows = []
+    for r in json.loads(path.read_text()):
+        for criterion, block in r["criteria"].items():
+            ph = block["phenomenon"]
+            rows.append({"variant": r["name"], "criterion": criterion, "train s": round(r["train_seconds"]),
+                         "POPE random acc": r["pope"]["random"]["accuracy"],
+                         "POPE adversarial acc": r["pope"]["adversarial"]["accuracy"],
+                         "gap": r["pope"]["gap_random_minus_adversarial"], "CHAIR_s": r["chair"]["chair_s"],
+                         "uniform": ph["uniform_on_object"], "A+ on-object": ph["A+"]["head_on_object"],
+                         "A- on-object": ph["A-"]["head_on_object"], "reading holds": ph["reading_holds"]})
+    return pd.DataFrame(rows).set_index(["variant", "criterion"])

@@ -86,7 +86,8 @@ def _diff_ci(a: np.ndarray, ca: np.ndarray, b: np.ndarray, cb: np.ndarray, seed:
 
 
 @torch.no_grad()
-def pope_with_attention(loaded, world: WorldView, n_scenes: int, batch_size: int = 32) -> tuple[list[dict], torch.Tensor]:
+def pope_with_attention(loaded, world: WorldView, n_scenes: int, batch_size: int = 32
+                        ) -> tuple[list[dict], torch.Tensor]:
     """POPE (all samplings) on calibration scenes: greedy first answer token and the last prompt token's visual
     attention (N, L, H, V) from the same forward pass."""
     records, visual = [], []
@@ -240,11 +241,13 @@ def summary(row: dict) -> str:
              f"CHAIR_s {c['chair_s']} (recall {c['recall']})"]
     for criterion, block in row["criteria"].items():
         ph, dc = block["phenomenon"], block["deep_correlation"]
-        lines.append(f"  [{criterion}] uniform {ph['uniform_on_object']:.3f}  A+ on-object {ph['A+']['head_on_object']:.3f}"
+        lines.append(f"  [{criterion}] uniform {ph['uniform_on_object']:.3f}  "
+                     f"A+ on-object {ph['A+']['head_on_object']:.3f}"
                      f" ent {ph['A+']['head_entropy']:.3f}  A- on-object {ph['A-']['head_on_object']:.3f} ent "
                      f"{ph['A-']['head_entropy']:.3f}  reading holds: {ph['reading_holds']}")
         for band, b in ph["bands"].items():
-            lines.append(f"     {band:>12}: sens ent {b['sensitive']['entropy']:.3f} obj {b['sensitive']['on_object']:.3f}"
+            lines.append(f"     {band:>12}: sens ent {b['sensitive']['entropy']:.3f} "
+                         f"obj {b['sensitive']['on_object']:.3f}"
                          f" | insens ent {b['insensitive']['entropy']:.3f} obj {b['insensitive']['on_object']:.3f}"
                          f" | all obj {b['all_heads']['on_object']:.3f}")
         a = dc["A-"]
@@ -263,7 +266,8 @@ def vision_probe(model, n_train: int = 1500, n_eval: int = 300, seed: int = 0) -
     from .world import CATEGORIES
 
     def pooled(images):
-        feats = torch.cat([patch_features(model, images.batch(slice(i, i + 64))) for i in range(0, len(images.scenes), 64)])
+        feats = torch.cat([patch_features(model, images.batch(slice(i, i + 64)))
+                           for i in range(0, len(images.scenes), 64)])
         return torch.cat([feats.mean(1), feats.amax(1)], -1)
 
     train, held = render_images(n_train), render_images(n_eval, Split.CALIBRATION)

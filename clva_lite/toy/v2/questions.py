@@ -22,8 +22,8 @@ from .world import CATEGORIES, GROUP_OF, Scene, generate_scene, generate_scenes
 
 STATS_SCENES = 4000
 
-__all__ = ["POPE_SAMPLINGS", "V2Question", "adversarial_groupmate_share", "caption", "existence_question", "pope_questions", "train_statistics",
-           "calibration_prompts"]
+__all__ = ["POPE_SAMPLINGS", "V2Question", "adversarial_groupmate_share", "calibration_prompts", "caption",
+           "existence_question", "pope_questions", "train_statistics"]
 
 
 @dataclass(frozen=True)
