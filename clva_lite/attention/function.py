@@ -326,7 +326,7 @@ def clva_attention_forward(
         if logits is not None or plan.observers or (plan.wants_visual and intervention.needs_visual_share):
             full_bias = state.placed_bias(bias, attention_mask, span, batch, heads, kv)
         row_kwargs = {k: v for k, v in kwargs.items() if k != "is_causal"}
-        last, _ = _stock(module, query[:, :, -1:], key, value, row_mask, dropout=dropout, scaling=scaling,
+        last, _ = _stock(module, query_last, key, value, row_mask, dropout=dropout, scaling=scaling,
                          is_causal=False, **row_kwargs)
         if q_length == 1:
             output = last

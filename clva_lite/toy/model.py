@@ -51,8 +51,9 @@ def vocabulary() -> list[str]:
     return words
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {word: i for i, word in enumerate(vocabulary())}
+def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over ``words`` (default: this toy's :func:`vocabulary`)."""
+    vocab = {word: i for i, word in enumerate(words or vocabulary())}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.post_processor = processors.TemplateProcessing(

@@ -60,9 +60,14 @@ class ToyQuestion:
 @lru_cache(maxsize=1)
 def train_statistics() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     """Category frequencies and pairwise co-occurrence counts over the first ``STATS_SCENES`` train scenes."""
-    frequency = {c: 0 for c in CATEGORIES}
-    cooccurrence = {(a, b): 0 for a in CATEGORIES for b in CATEGORIES if a != b}
-    for scene in generate_scenes(Split.TRAIN, STATS_SCENES):
+    return cooccurrence_counts(generate_scenes(Split.TRAIN, STATS_SCENES), CATEGORIES)
+
+
+def cooccurrence_counts(scenes, categories: tuple[str, ...]) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """How many scenes hold each category, and each ordered pair of distinct categories."""
+    frequency = {c: 0 for c in categories}
+    cooccurrence = {(a, b): 0 for a in categories for b in categories if a != b}
+    for scene in scenes:
         present = scene.categories
         for c in present:
             frequency[c] += 1

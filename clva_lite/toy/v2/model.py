@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
@@ -22,6 +21,7 @@ from transformers import (
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from .. import model as v1_model
 from ..model import CAPTION_REQUEST, CHAT_TEMPLATE, TEMPLATE_WORDS
 from ..questions import NUMBER_WORDS
 from ..world import COLOURS
@@ -57,14 +57,7 @@ def vocabulary() -> list[str]:
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {word: i for i, word in enumerate(vocabulary())}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        padding_side="left", extra_special_tokens={"image_token": "<image>"})
+    return v1_model.build_tokenizer(vocabulary())
 
 
 def build_processor() -> LlavaProcessor:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import combinations
 
 import numpy as np
 
-from ..questions import POPE_SAMPLINGS, ToyQuestion, caption, existence_question
+from ..questions import POPE_SAMPLINGS, ToyQuestion, caption, cooccurrence_counts, existence_question
 from ..world import Split, as_split
 from .world import CATEGORIES, GROUP_OF, Scene, generate_scene, generate_scenes
 
@@ -38,16 +37,7 @@ class V2Question(ToyQuestion):
 @lru_cache(maxsize=1)
 def train_statistics() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     """Category frequencies and pairwise co-occurrence counts over the first ``STATS_SCENES`` train scenes."""
-    frequency = {c: 0 for c in CATEGORIES}
-    cooccurrence = {(a, b): 0 for a in CATEGORIES for b in CATEGORIES if a != b}
-    for scene in generate_scenes(Split.TRAIN, STATS_SCENES):
-        present = scene.categories
-        for c in present:
-            frequency[c] += 1
-        for a, b in combinations(present, 2):
-            cooccurrence[a, b] += 1
-            cooccurrence[b, a] += 1
-    return frequency, cooccurrence
+    return cooccurrence_counts(generate_scenes(Split.TRAIN, STATS_SCENES), CATEGORIES)
 
 
 def _ranked(scores: dict[str, float]) -> list[str]:

@@ -19,13 +19,13 @@ The v1 helpers (background, clutter, polygon drawing, colours, splits) are impor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .. import world as v1
-from ..world import COLOURS, SPLIT_SEED_BASE, SPLIT_SIZE_LIMIT, Split, ToyObject, as_split
+from ..world import COLOURS, Split, ToyObject, as_split, scene_seed
 
 GROUPS: tuple[tuple[str, ...], ...] = (
     ("star", "moon", "spark", "heart"),
@@ -57,17 +57,8 @@ GROUP_CAP = 2  # distinct members of one group per scene
 
 
 @dataclass(frozen=True)
-class Scene:
-    """One v2 scene: its objects (in drawing order) and where it came from."""
-
-    split: Split
-    index: int
-    objects: tuple[ToyObject, ...]
-    background_seed: int = field(repr=False)
-
-    @property
-    def seed(self) -> int:
-        return SPLIT_SEED_BASE[self.split] + self.index
+class Scene(v1.Scene):
+    """One v2 scene: v1's scene, with v2's categories and renderer."""
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -75,18 +66,8 @@ class Scene:
         present = {o.category for o in self.objects}
         return tuple(c for c in CATEGORIES if c in present)
 
-    def count(self, category: str) -> int:
-        return sum(o.category == category for o in self.objects)
-
     def image(self) -> Image.Image:
         return render_scene(self)
-
-
-def scene_seed(split: Split | str, index: int) -> int:
-    split = as_split(split)
-    if not 0 <= index < SPLIT_SIZE_LIMIT:
-        raise ValueError(f"scene index {index} is outside [0, {SPLIT_SIZE_LIMIT})")
-    return SPLIT_SEED_BASE[split] + index
 
 
 def _group_count(chosen: list[str], category: str) -> int:
