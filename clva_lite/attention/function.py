@@ -24,7 +24,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .spans import VisualSpan, find_visual_span
+from .spans import VisualSpan, find_visual_span, image_token_id
 
 ATTENTION_NAME = "clva_lite"
 
@@ -164,6 +164,7 @@ class AttentionState:
     prompt: int = 0  # prefills with image tokens so far
     plans: dict[int, LayerPlan | None] = field(default_factory=dict)
     step_cache: dict = field(default_factory=dict)  # masks built once per step, keyed by the objects they came from
+    step_keys: int | None = None  # key length of this step's first planned layer (all must match)
 
     def rows_for(self, batch: int) -> VisualSpan:
         if self.span is None:
@@ -173,6 +174,7 @@ class AttentionState:
     def begin_step(self) -> None:
         self.step += 1
         self.step_cache.clear()
+        self.step_keys = None
         if self.intervention is not None:
             self.intervention.begin_step(self.step, self.prompt)
 
@@ -309,6 +311,16 @@ def clva_attention_forward(
     intervention = state.intervention
     batch, heads, q_length, head_dim = query.shape
     kv = key.shape[2]
+    if state.step_keys is None:
+        state.step_keys = kv
+    elif kv != state.step_keys:
+        # Sliding-window layers (Gemma 3) keep only their window in the KV cache, so key slots stop being absolute
+        # positions and the visual positions no longer index them.
+        raise ValueError(
+            f"decoder layer {layer} attends over {kv} keys where another layer of this step has {state.step_keys}: a "
+            f"sliding-window layer whose window (sliding_window={getattr(config, 'sliding_window', None)}) is shorter "
+            "than prompt + generation. clva_lite needs absolute key positions: use shorter prompts or fewer new "
+            "tokens, or restrict capture/CLVA layers to full-attention layers")
     span = state.rows_for(batch)
     scale = scaling if scaling is not None else head_dim**-0.5
     groups = heads // key.shape[1]
@@ -369,7 +381,10 @@ def _span_hook(model, state: AttentionState):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None:
             return None
-        if bool((input_ids == int(model.config.image_token_id)).any()):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
+            return None  # a decode step: a generated token that happens to be the image token starts no prompt
+        if bool((input_ids == image_token_id(model.config)).any()):
             state.prompt += 1
             inputs = {"input_ids": input_ids, "attention_mask": kwargs.get("attention_mask"),
                       "image_grid_thw": kwargs.get("image_grid_thw")}

@@ -25,7 +25,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from .capture import unwrap
 from .function import attached, paused
-from .spans import VisualSpan
+from .spans import VisualSpan, image_token_id
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def pai_guidance(loaded, inputs, config: PAIConfig | None = None) -> LogitsProce
     hf_model = unwrap(loaded)
     processor = getattr(loaded, "processor", None)
     pad = processor.tokenizer.pad_token_id if processor is not None else hf_model.generation_config.pad_token_id
-    contrast = without_image(inputs, int(hf_model.config.image_token_id), pad or 0)
+    contrast = without_image(inputs, image_token_id(hf_model.config), pad or 0)
     return LogitsProcessorList([ContrastivePass(hf_model, contrast, pai_guidance_combine(config.guidance))])
 
 

@@ -8,6 +8,7 @@ follows that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -21,7 +22,9 @@ class VisualSpan:
     positions: (batch, V) absolute key positions of the visual tokens, ascending.
     system: (batch, prompt_length) bool, non-padding prompt tokens before the first visual token.
     prompt: (batch, prompt_length) bool, non-padding prompt tokens after the last visual token.
-    grid: (rows, cols) of the image the V tokens tile, or ``None`` when they are not one plain grid.
+    grid: (rows, cols) of the image drawn in heat maps, or ``None`` when no grid is known (``grid_note`` says why).
+    grid_tokens: (start, stop) on the visual axis of the tokens that tile ``grid`` (LLaVA-NeXT's base view,
+        SmolVLM's global image), or ``None`` when all V tokens do.
     """
 
     positions: torch.Tensor
@@ -29,6 +32,7 @@ class VisualSpan:
     prompt: torch.Tensor
     grid: tuple[int, int] | None
     grid_note: str = ""
+    grid_tokens: tuple[int, int] | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -62,7 +66,7 @@ class VisualSpan:
             k = batch // self.batch_size
             self._cache[batch] = VisualSpan(
                 self.positions.repeat_interleave(k, 0), self.system.repeat_interleave(k, 0),
-                self.prompt.repeat_interleave(k, 0), self.grid, self.grid_note,
+                self.prompt.repeat_interleave(k, 0), self.grid, self.grid_note, self.grid_tokens,
             )
         return self._cache[batch]
 
@@ -110,7 +114,17 @@ class VisualSpan:
 
     def to(self, device: torch.device) -> VisualSpan:
         return VisualSpan(self.positions.to(device), self.system.to(device), self.prompt.to(device), self.grid,
-                          self.grid_note)
+                          self.grid_note, self.grid_tokens)
+
+    def on_grid(self, visual: torch.Tensor) -> torch.Tensor:
+        """Visual attention laid out on the image grid: (..., V) -> (..., rows, cols). Raises when no grid is known."""
+        if self.grid is None:
+            raise ValueError(f"these visual tokens cannot be drawn over the image: {self.grid_note}")
+        if visual.shape[-1] != self.num_visual:
+            raise ValueError(f"expected {self.num_visual} visual tokens on the last axis, got {visual.shape[-1]}")
+        if self.grid_tokens is not None:
+            visual = visual[..., self.grid_tokens[0]:self.grid_tokens[1]]
+        return visual.reshape(*visual.shape[:-1], *self.grid)
 
     def group_shares(self, probs: torch.Tensor) -> torch.Tensor:
         """Attention mass per group of one query row.
@@ -132,55 +146,127 @@ def _square_grid(n: int) -> tuple[int, int] | None:
     return (side, side) if side * side == n else None
 
 
-def find_visual_span(model, inputs) -> VisualSpan:
-    """Locate the visual tokens of processed ``inputs`` for a supported model family.
+def image_token_id(config) -> int:
+    """The config's image placeholder id (``image_token_id``, or ``image_token_index`` in older configs)."""
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    raise ValueError(f"the {getattr(config, 'model_type', '?')!r} config names no image token "
+                     "(image_token_id / image_token_index), so its visual tokens cannot be found")
 
-    LLaVA: the expanded ``image_token_id`` run (a square grid, e.g. 24x24 for LLaVA-1.5's 576 tokens).
-    Qwen2-VL: the ``<|image_pad|>`` run; its grid is ``image_grid_thw`` (h, w) divided by the merge size.
+
+def _patches_per_side(vision_config) -> int:
+    return int(vision_config.image_size) // int(vision_config.patch_size)
+
+
+def _grid_all_square(config, inputs, n):
+    grid = _square_grid(n)
+    return grid, None, "" if grid else f"{n} visual tokens do not form a square grid"
+
+
+def _grid_base_view(config, inputs, n):
+    """LLaVA-NeXT / OneVision: the base (resized whole) image comes first, then the tiles with newline tokens."""
+    side = _patches_per_side(config.vision_config)
+    if n < side * side:
+        return None, None, f"{n} visual tokens are fewer than the {side}x{side} base view"
+    return (side, side), (0, side * side), f"heat maps show the {side}x{side} base view; tiles and newlines are skipped"
+
+
+def _grid_merged_patches(config, inputs, n):
+    """Qwen2-VL / Qwen2.5-VL: the first image's ``image_grid_thw`` (h, w) over the spatial merge size."""
+    thw = inputs.get("image_grid_thw")
+    merge = getattr(config.vision_config, "spatial_merge_size", 2)
+    batch = inputs["input_ids"].shape[0]
+    if thw is None or thw.shape[0] % batch:
+        return None, None, "the Qwen visual tokens could not be mapped to an image grid (no image_grid_thw)"
+    per_row = thw.shape[0] // batch
+    t, h, w = (int(v) for v in thw[0])
+    rows_same = bool((thw.view(batch, per_row, 3) == thw.view(batch, per_row, 3)[:1]).all())
+    if t != 1 or not rows_same or (h // merge) * (w // merge) > n:
+        return None, None, "the Qwen visual tokens could not be mapped to one image grid (video, or images differ)"
+    count = (h // merge) * (w // merge)
+    note = "" if count == n else f"heat maps show the first of {per_row} images"
+    return (h // merge, w // merge), (None if count == n else (0, count)), note
+
+
+def _grid_global_image(config, inputs, n):
+    """Idefics3 / SmolVLM: with image splitting the tiles come first and the downscaled whole image last."""
+    per_image = _patches_per_side(config.vision_config) ** 2 // int(config.scale_factor) ** 2
+    grid = _square_grid(per_image)
+    if grid is None or n % per_image:
+        return None, None, f"{n} visual tokens are not whole images of {per_image} tokens"
+    if n == per_image:
+        return grid, None, ""
+    return grid, (n - per_image, n), "heat maps show the global (whole-image) view; tiles are skipped"
+
+
+def _grid_fixed(field: str):
+    def rule(config, inputs, n):
+        count = int(getattr(config, field))
+        grid = _square_grid(count)
+        if grid is None or n % count:
+            return None, None, f"{n} visual tokens are not whole images of {count} tokens"
+        return grid, (None if n == count else (0, count)), "" if n == count else "heat maps show the first image"
+    return rule
+
+
+def _grid_paligemma(config, inputs, n):
+    grid = _square_grid(_patches_per_side(config.vision_config) ** 2)
+    return (grid, None, "") if grid and grid[0] * grid[1] == n else (None, None, f"{n} visual tokens, no grid")
+
+
+# Per-family knowledge: how the visual tokens tile the image. Everything else is generic (the image token's
+# positions in ``input_ids``).
+GRID_RULES: dict[str, Callable] = {
+    "llava": _grid_all_square,
+    "llava_next": _grid_base_view,
+    "llava_onevision": _grid_base_view,
+    "qwen2_vl": _grid_merged_patches,
+    "qwen2_5_vl": _grid_merged_patches,
+    "gemma3": _grid_fixed("mm_tokens_per_image"),
+    "paligemma": _grid_paligemma,
+    "idefics3": _grid_global_image,
+    "smolvlm": _grid_global_image,
+}
+SUPPORTED_MODEL_TYPES = tuple(GRID_RULES)
+
+
+def find_visual_span(model, inputs) -> VisualSpan:
+    """Locate the visual tokens of processed ``inputs``: the positions of the config's image token in ``input_ids``.
+
+    Any number of images, tiles and runs per prompt (Idefics3 interleaves tiles with row/column tokens); every row
+    must hold the same number of visual tokens. The grid for heat maps is per family (``GRID_RULES``), e.g. 24x24
+    for LLaVA-1.5's 576 tokens, LLaVA-NeXT's base view, Qwen's merged patch grid, SmolVLM's global image.
     """
     hf_model = getattr(model, "model", model) if hasattr(model, "processor") else model
     config = hf_model.config
     model_type = getattr(config, "model_type", None)
-    if model_type not in ("llava", "qwen2_vl"):
-        raise ValueError(f"visual tokens of {model_type!r} models are not supported; supported: llava, qwen2_vl")
+    if model_type not in GRID_RULES:
+        raise ValueError(f"visual tokens of {model_type!r} models are not supported; supported: "
+                         f"{', '.join(SUPPORTED_MODEL_TYPES)}")
     input_ids = inputs["input_ids"]
     attention_mask = inputs.get("attention_mask")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    image_token_id = int(config.image_token_id)
-    is_visual = input_ids == image_token_id
+    token = image_token_id(config)
+    is_visual = (input_ids == token) & attention_mask.bool()
     counts = is_visual.sum(1)
     if int(counts.min()) == 0:
         rows = [i for i, c in enumerate(counts.tolist()) if c == 0]
         raise ValueError(
-            f"prompt row(s) {rows} contain no image tokens (id {image_token_id}); build the prompt with an image "
+            f"prompt row(s) {rows} contain no image tokens (id {token}); build the prompt with an image "
             "(clva_lite.build_inputs / the processor's chat template with an image entry)"
         )
     if int(counts.max()) != int(counts.min()):
         raise ValueError(
-            f"rows have different numbers of visual tokens ({counts.tolist()}); batch images of the same size"
+            f"rows have different numbers of visual tokens ({counts.tolist()}); batch images of the same size and "
+            "the same number of images per prompt, or run the prompts one at a time"
         )
     positions = torch.stack([row.nonzero().squeeze(1) for row in is_visual])
-    n_visual = positions.shape[1]
-    if bool((positions[:, -1] - positions[:, 0] + 1 != n_visual).any()):
-        raise ValueError("the visual tokens are not one contiguous run; clva_lite supports one image per prompt")
     index = torch.arange(input_ids.shape[1], device=input_ids.device)
     valid = attention_mask.bool()
-    system = valid & (index < positions[:, :1])
-    prompt = valid & (index > positions[:, -1:])
-
-    grid, note = None, ""
-    if model_type == "qwen2_vl":
-        thw = inputs.get("image_grid_thw")
-        merge = getattr(config.vision_config, "spatial_merge_size", 2)
-        if thw is not None and thw.shape[0] == input_ids.shape[0]:
-            t, h, w = (int(v) for v in thw[0])
-            if t == 1 and (h // merge) * (w // merge) == n_visual and bool((thw == thw[0]).all()):
-                grid = (h // merge, w // merge)
-        if grid is None:
-            note = "the Qwen2-VL visual tokens could not be mapped to one image grid"
-    else:
-        grid = _square_grid(n_visual)
-        if grid is None:
-            note = f"{n_visual} visual tokens do not form a square grid (tiled/any-resolution image?)"
-    return VisualSpan(positions, system, prompt, grid, note)
+    system = valid & ~is_visual & (index < positions[:, :1])
+    prompt = valid & ~is_visual & (index > positions[:, :1])
+    grid, tokens, note = GRID_RULES[model_type](config, inputs, positions.shape[1])
+    return VisualSpan(positions, system, prompt, grid, note, grid_tokens=tokens)

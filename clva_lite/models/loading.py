@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
+from ..attention.spans import image_token_id
+from .families import FAMILIES, family_of
+from .image_only import load_image_only_processor
 from .prompts import build_inputs, decode_new_tokens
 
-SUPPORTED_FAMILIES: dict[str, str] = {
-    "llava": "LlavaForConditionalGeneration (llava-hf/llava-1.5-*, llava-interleave-qwen-*, the toy)",
-    "qwen2_vl": "Qwen2VLForConditionalGeneration (Qwen/Qwen2-VL-*)",
-}
+SUPPORTED_FAMILIES: dict[str, str] = {k: f"{f.model_class} ({', '.join(f.hub_ids)})" for k, f in FAMILIES.items()}
 TOY_NAMES = ("toy", "toy-untrained")
 TOY_PATH_ENV = "CLVA_LITE_TOY_PATH"
 
@@ -54,7 +54,7 @@ class LoadedModel:
 
     @property
     def image_token_id(self) -> int:
-        return int(self.model.config.image_token_id)
+        return image_token_id(self.model.config)
 
     @property
     def num_layers(self) -> int:
@@ -77,13 +77,7 @@ class LoadedModel:
 
 
 def _family(config: Any, name: str) -> str:
-    model_type = getattr(config, "model_type", None)
-    if model_type in SUPPORTED_FAMILIES:
-        return model_type
-    supported = "; ".join(f"{k}: {v}" for k, v in SUPPORTED_FAMILIES.items())
-    raise ValueError(
-        f"{name!r} is a {model_type!r} model, which clva_lite does not support. Supported families: {supported}."
-    )
+    return family_of(config, name).model_type
 
 
 def _check_quantization(quantization: str | None, device: torch.device) -> dict:
@@ -110,19 +104,19 @@ def _check_quantization(quantization: str | None, device: torch.device) -> dict:
 
 
 def _load_processor(source: str, family: str) -> Any:
+    import transformers
     from transformers import AutoProcessor
 
+    video = FAMILIES[family].video_processor
     try:
         processor = AutoProcessor.from_pretrained(source)
-    except (ImportError, ValueError, AttributeError, TypeError):
-        if family != "qwen2_vl":
+    except (ImportError, ValueError, AttributeError, TypeError, OSError):
+        if video is None:
             raise
         processor = None
-    if family == "qwen2_vl" and not hasattr(processor, "image_processor"):
-        # Qwen2-VL's processor also builds a video processor, which needs torchvision; images do not.
-        from .qwen2_vl import load_image_only_processor
-
-        processor = load_image_only_processor(source)
+    if video is not None and not hasattr(processor, "image_processor"):
+        # The stock processor also builds a video processor, which needs torchvision; images do not.
+        processor = load_image_only_processor(source, getattr(transformers, video))
     if not hasattr(processor, "image_processor"):
         raise ValueError(f"{source!r} has no image processor (processor_config.json / preprocessor_config.json)")
     return processor

@@ -1,8 +1,10 @@
-"""Prompt building for every supported family, in one place.
+"""Prompt building for every served family, in one place.
 
-Every supported processor carries a chat template (the toy's renders ``"<image> question : ... answer :"``,
-LLaVA-1.5's ``"USER: <image>\\n... ASSISTANT:"``, Qwen2-VL's ``<|vision_start|><|image_pad|>...``), so a
-prompt is always the user turn ``[image, question]`` rendered with ``add_generation_prompt=True``.
+Chat models' processors carry a chat template (the toy's renders ``"<image> question : ... answer :"``,
+LLaVA-1.5's ``"USER: <image>\\n... ASSISTANT:"``, Qwen's ``<|vision_start|><|image_pad|>...``, Gemma 3's
+``<start_of_turn>user\\n<start_of_image>...``), so a prompt is the user turn ``[image, question]`` rendered with
+``add_generation_prompt=True``. PaliGemma is not a chat model: its prompt is ``"<image>" + question`` and its
+processor adds the image tokens and BOS (mix checkpoints expect task prefixes such as ``"answer en ..."``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import torch
 from PIL import Image
 
 
-def build_prompt(processor: Any, question: str) -> str:
-    """The text prompt for one image and one question."""
+def build_prompt(processor: Any, question: str, *, chat: bool = True) -> str:
+    """The text prompt for one image and one question (``chat=False``: PaliGemma's ``"<image>" + question``)."""
+    if not chat:
+        return processor.image_token + question
     if not getattr(processor, "chat_template", None):
         raise ValueError(
             "this processor has no chat template, so clva_lite cannot build a prompt for it; set "
@@ -49,8 +53,15 @@ def build_inputs(loaded: Any, images: list, questions: list[str]):
         images = [images]
     if len(images) != len(questions):
         raise ValueError(f"got {len(images)} images for {len(questions)} questions; pass one image per question")
-    prompts = [build_prompt(loaded.processor, q) for q in questions]
-    batch = loaded.processor(images=_check_images(list(images)), text=prompts, return_tensors="pt", padding=True)
+    from .families import FAMILIES
+
+    family = FAMILIES.get(loaded.family)
+    prompts = [build_prompt(loaded.processor, q, chat=family is None or family.chat) for q in questions]
+    images = _check_images(list(images))
+    if family is not None and family.images_per_prompt_list:
+        images = [[image] for image in images]
+    batch = loaded.processor(images=images, text=prompts, return_tensors="pt", padding=True)
+    batch.pop("labels", None)  # PaliGemma's processor adds training labels; inference has none
     dtype = next(loaded.model.parameters()).dtype
     return batch.to(loaded.device).to(dtype) if dtype.is_floating_point else batch.to(loaded.device)
 

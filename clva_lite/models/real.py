@@ -148,7 +148,8 @@ def parameter_count(config: Any) -> int:
 
 
 def parameter_breakdown(config: Any) -> dict[str, int]:
-    """Parameters per top-level part: vision tower, projector, language model, output head (lm_head)."""
+    """Parameters per top-level part: vision tower, projector, language model, output head (lm_head), and any
+    parameter held directly (LLaVA-NeXT's image_newline)."""
     model = meta_model(config)
     counted: set[int] = set()
     parts: dict[str, int] = {}
@@ -157,6 +158,11 @@ def parameter_breakdown(config: Any) -> dict[str, int]:
         fresh = [p for p in module.parameters() if id(p) not in counted]
         counted.update(id(p) for p in fresh)
         parts[name] = sum(p.numel() for p in fresh)
+    for owner in (inner, model):  # parameters held directly, e.g. LLaVA-NeXT's image_newline
+        for name, p in owner.named_parameters(recurse=False):
+            if id(p) not in counted:
+                counted.add(id(p))
+                parts[name] = p.numel()
     return parts
 
 
