@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import clva_lite
+from clva_lite.models.families import FAMILIES
 from clva_lite.toy import generate_scene
 from clva_lite.toy.model import NUM_VISUAL_TOKENS
 
@@ -26,10 +27,15 @@ def test_toy_prompt_uses_chat_template(toy):
 
 
 @pytest.mark.parametrize("kind,family", [("llava-llama", "llava"), ("llava-qwen2", "llava"),
-                                         ("qwen2-vl", "qwen2_vl")])
+                                         *((f.tiny_kind, f.model_type) for f in FAMILIES.values()
+                                           if f.tiny_kind != "llava-llama")])
 def test_hub_style_folders_load_through_from_pretrained(tiny_dirs, kind, family):
     loaded = clva_lite.load_model(tiny_dirs[kind], device="cpu")
     assert loaded.family == family
+    assert type(loaded.model).__name__ == FAMILIES[family].model_class
+    prompt = loaded.processor.tokenizer.decode(loaded.inputs([generate_scene("test", 2).image()], ["is there a star ?"])
+                                               ["input_ids"][0])
+    assert "is there a star ?" in prompt and loaded.processor.image_token in prompt
     answers = loaded.generate([generate_scene("test", 2).image()], ["is there a star in the image ?"],
                               max_new_tokens=2)
     assert len(answers) == 1

@@ -6,6 +6,7 @@ import torch
 import clva_lite
 from clva_lite.eval.overhead import LLAVA_15_7B
 from clva_lite.models import real
+from clva_lite.models.families import FAMILIES
 from clva_lite.models.tiny import TINY_KINDS, build_tiny_model
 
 
@@ -75,8 +76,7 @@ def test_ci_reason_is_given_when_ci_is_set(monkeypatch):
     assert "HF_HUB_OFFLINE" in real.offline_reason()
 
 
-@pytest.mark.parametrize("model_id,cls", [("Qwen/Qwen2-VL-2B-Instruct", "Qwen2VLForConditionalGeneration"),
-                                          ("llava-hf/llava-interleave-qwen-0.5b-hf", "LlavaForConditionalGeneration")])
+@pytest.mark.parametrize("model_id,cls", [(f.hub_ids[-1], f.model_class) for f in FAMILIES.values()])
 def test_stand_in_has_the_class_of_the_requested_model(monkeypatch, tmp_path, model_id, cls):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -99,8 +99,8 @@ def test_hub_reachable_is_false_for_a_dead_endpoint():
 
 def test_unsupported_model_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ValueError, match="not supported.*LlavaForConditionalGeneration"):
-        real.load_real_or_stand_in("llava-hf/llava-v1.6-mistral-7b-hf", device="cpu")
+    with pytest.raises(ValueError, match="not supported.*LlavaNextForConditionalGeneration"):
+        real.load_real_or_stand_in("llava-hf/LLaVA-NeXT-Video-7B-hf", device="cpu")
     with pytest.raises(ValueError, match="cannot tell which class"):
         real.load_real_or_stand_in("someone/unknown-model", device="cpu")
     with pytest.raises(ValueError, match="unknown stand-in kind"):

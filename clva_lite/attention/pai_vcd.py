@@ -99,6 +99,10 @@ def pai_attention(model, config: PAIConfig | None = None):
         yield state
 
 
+# Qwen's multimodal rotary positions: the contrastive pass cannot reproduce them (see ContrastivePass).
+MROPE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+
 class ContrastivePass(LogitsProcessor):
     """Runs a second input through the model alongside generation, with its own KV cache.
 
@@ -107,10 +111,12 @@ class ContrastivePass(LogitsProcessor):
     """
 
     def __init__(self, model, contrast_inputs: dict, combine):
-        if getattr(model.config, "model_type", None) == "qwen2_vl":
+        model_type = getattr(model.config, "model_type", None)
+        if model_type in MROPE_MODEL_TYPES:
             raise NotImplementedError(
-                "contrastive guidance (VCD, PAI's image-free guidance) is not supported on Qwen2-VL: its M-RoPE "
-                "position state is shared between passes. Use LLaVA-family models, or PAI without guidance."
+                f"contrastive guidance (VCD, PAI's image-free guidance) is not supported on {model_type!r} models: "
+                "their M-RoPE positions (time, height, width) are not the mask's running count that the second pass "
+                "uses, so its logits would be wrong. Use PAI without guidance (PAIConfig(guidance=None)) or CLVA."
             )
         self.model = model
         self.inputs = dict(contrast_inputs)

@@ -7,8 +7,8 @@ follows that.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -160,9 +160,15 @@ def _patches_per_side(vision_config) -> int:
     return int(vision_config.image_size) // int(vision_config.patch_size)
 
 
-def _grid_all_square(config, inputs, n):
-    grid = _square_grid(n)
-    return grid, None, "" if grid else f"{n} visual tokens do not form a square grid"
+def _grid_llava(config, inputs, n):
+    """LLaVA-1.5: one square grid per image (a kept CLS token makes it one longer); heat maps show the first."""
+    side = _patches_per_side(config.vision_config)
+    per_image = side * side + int(getattr(config, "vision_feature_select_strategy", "default") == "full")
+    if n == side * side:
+        return (side, side), None, ""
+    if n % per_image or per_image != side * side:
+        return None, None, f"{n} visual tokens are not whole {side}x{side} grids"
+    return (side, side), (0, side * side), f"heat maps show the first of {n // per_image} images"
 
 
 def _grid_base_view(config, inputs, n):
@@ -219,7 +225,7 @@ def _grid_paligemma(config, inputs, n):
 # Per-family knowledge: how the visual tokens tile the image. Everything else is generic (the image token's
 # positions in ``input_ids``).
 GRID_RULES: dict[str, Callable] = {
-    "llava": _grid_all_square,
+    "llava": _grid_llava,
     "llava_next": _grid_base_view,
     "llava_onevision": _grid_base_view,
     "qwen2_vl": _grid_merged_patches,

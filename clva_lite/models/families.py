@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Families whose rotary positions are not ``cumsum(attention_mask) - 1`` (Qwen's M-RoPE over (t, h, w)): a second,
-# contrastive pass with positions of its own would desynchronise them.
-MROPE_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+from ..attention.pai_vcd import MROPE_MODEL_TYPES
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class Family:
     @property
     def contrastive(self) -> bool:
         """Whether VCD and PAI's image-free guidance (a second pass with its own KV cache) are served."""
-        return self.model_type not in MROPE_FAMILIES
+        return self.model_type not in MROPE_MODEL_TYPES
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (

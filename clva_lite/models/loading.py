@@ -174,8 +174,8 @@ def load_model(
     except (OSError, ValueError) as error:
         raise OSError(
             f"could not load a model config for {name!r}: it is not a local folder, and the hub id could not be "
-            f"resolved (unknown id, or no network). Known-good ids: llava-hf/llava-1.5-7b-hf, "
-            f"llava-hf/llava-interleave-qwen-0.5b-hf, Qwen/Qwen2-VL-2B-Instruct; the offline toy is 'toy'. "
+            f"resolved (unknown id, or no network). Known-good ids: "
+            f"{', '.join(f.hub_ids[0] for f in FAMILIES.values())}; the offline toy is 'toy'. "
             f"Cause: {error}"
         ) from error
     family = _family(config, name)

@@ -25,37 +25,43 @@ from typing import Any
 
 import torch
 
+from .families import FAMILIES, served_text
 from .loading import LoadedModel, default_device, load_model
 from .tiny import TINY_KINDS, save_tiny_model
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-SUPPORTED_MODELS: tuple[dict[str, str], ...] = (
-    {"model_id": "llava-hf/llava-1.5-7b-hf", "family": "llava", "class": "LlavaForConditionalGeneration",
-     "stand_in": "llava-llama", "note": "the paper's model; GPU (fp16, or 4-bit on a small GPU)"},
-    {"model_id": "llava-hf/llava-1.5-13b-hf", "family": "llava", "class": "LlavaForConditionalGeneration",
-     "stand_in": "llava-llama", "note": "larger LLaVA-1.5; GPU"},
-    {"model_id": "llava-hf/llava-interleave-qwen-0.5b-hf", "family": "llava",
-     "class": "LlavaForConditionalGeneration", "stand_in": "llava-qwen2",
-     "note": "small: runs on a CPU Colab"},
-    {"model_id": "Qwen/Qwen2-VL-2B-Instruct", "family": "qwen2_vl", "class": "Qwen2VLForConditionalGeneration",
-     "stand_in": "qwen2-vl", "note": "dynamic resolution, M-RoPE; GPU recommended"},
-)
-# Hub ids recognised by name (case-insensitive), with the tiny stand-in of the same class.
+_NOTES = {
+    "llava-hf/llava-1.5-7b-hf": "the paper's model; GPU (fp16, or 4-bit on a small GPU)",
+    "llava-hf/llava-interleave-qwen-0.5b-hf": "small: runs on a CPU Colab",
+    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": "small: runs on a CPU Colab",
+    "HuggingFaceTB/SmolVLM-256M-Instruct": "small: runs on a CPU Colab",
+    "Qwen/Qwen2-VL-2B-Instruct": "dynamic resolution, M-RoPE; GPU recommended",
+}
+SUPPORTED_MODELS: tuple[dict[str, str], ...] = tuple(
+    {"model_id": hub_id, "family": f.model_type, "class": f.model_class, "stand_in": f.tiny_kind,
+     "note": _NOTES.get(hub_id, "GPU")}
+    for f in FAMILIES.values() for hub_id in f.hub_ids)
+# Hub ids recognised by name (case-insensitive, first match wins), with the tiny stand-in of the same class.
 _SUPPORTED_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"(^|/)llava-interleave-qwen-", "llava-qwen2"),
-    (r"(^|/)llava-1\.5-", "llava-llama"),
+    (r"(^|/)(llava-1\.5-|bakllava)", "llava-llama"),
+    (r"(^|/)(llava-v1\.6-|llava-next-\d)", "llava-next"),
+    (r"(^|/)llava-onevision-", "llava-onevision"),
     (r"(^|/)qwen2-vl-", "qwen2-vl"),
+    (r"(^|/)qwen2\.5-vl-", "qwen2.5-vl"),
+    (r"(^|/)gemma-3-\d", "gemma3"),
+    (r"(^|/)paligemma", "paligemma"),
+    (r"(^|/)smolvlm2-", "smolvlm"),
+    (r"(^|/)(smolvlm-|idefics3-)", "idefics3"),
 )
 # Well-known vision-language models of other classes: a clear error instead of a stand-in of the wrong class.
-_UNSUPPORTED_PATTERNS = (r"llava-v1\.6", r"llava-next", r"llava-onevision", r"llava-video", r"qwen2\.5-vl",
-                         r"qwen3-vl", r"idefics", r"paligemma", r"blip", r"instructblip", r"smolvlm", r"internvl",
-                         r"minicpm", r"phi-3.*vision", r"pixtral", r"gemma-3")
+_UNSUPPORTED_PATTERNS = (r"llava-next-video", r"llava-video", r"qwen3-vl", r"qwen2\.5-omni", r"gemma-3n",
+                         r"idefics2", r"(^|/)idefics-", r"blip", r"instructblip", r"internvl", r"minicpm",
+                         r"phi-3.*vision", r"pixtral", r"mistral-small-3")
 
 
 def _supported_text() -> str:
-    ids = ", ".join(m["model_id"] for m in SUPPORTED_MODELS)
-    return (f"clva_lite supports LlavaForConditionalGeneration (LLaVA-1.5, llava-interleave-qwen) and "
-            f"Qwen2VLForConditionalGeneration (Qwen2-VL); known-good ids: {ids}")
+    return f"clva_lite supports: {served_text()}. Example ids: {', '.join(f.hub_ids[0] for f in FAMILIES.values())}"
 
 
 def stand_in_kind(model_id: str) -> str | None:
@@ -178,15 +184,55 @@ def describe_config(config: Any) -> dict[str, Any]:
         "key_value_heads": int(getattr(text, "num_key_value_heads", None) or heads),
         "head_dim": int(getattr(text, "head_dim", None) or text.hidden_size // heads),
         "hidden_size": int(text.hidden_size),
-        "visual_tokens_per_image": None,  # Qwen2-VL: depends on the image size (dynamic resolution)
+        "visual_tokens_per_image": None,
+        "visual_tokens_note": "",
     }
-    vision = getattr(config, "vision_config", None)
-    if config.model_type == "llava" and vision is not None:
-        tokens = (int(vision.image_size) // int(vision.patch_size)) ** 2
-        if getattr(config, "vision_feature_select_strategy", "default") == "full":
-            tokens += 1  # the CLS token is kept
-        facts["visual_tokens_per_image"] = tokens
+    tokens, note = _visual_tokens(config)
+    facts["visual_tokens_per_image"], facts["visual_tokens_note"] = tokens, note
     return facts
+
+
+def _visual_tokens(config) -> tuple[int | None, str]:
+    """Visual tokens one image takes (``None`` when the image size decides) and how they are counted."""
+    vision = getattr(config, "vision_config", None)
+    model_type = config.model_type
+    side = int(vision.image_size) // int(vision.patch_size) if hasattr(vision, "image_size") else None
+    if model_type == "llava":
+        full = getattr(config, "vision_feature_select_strategy", "default") == "full"
+        return side * side + int(full), "one square grid" + (" + the CLS token" if full else "")
+    if model_type in ("llava_next", "llava_onevision"):
+        return None, f"{side * side} for the base view + tiles of {side * side} and newline tokens (any resolution)"
+    if model_type in ("qwen2_vl", "qwen2_5_vl"):
+        patch, merge = int(vision.patch_size), int(vision.spatial_merge_size)
+        return None, f"(height / {patch * merge}) x (width / {patch * merge}): dynamic resolution"
+    if model_type == "gemma3":
+        return int(config.mm_tokens_per_image), "pooled to a fixed grid (pan-and-scan crops add more)"
+    if model_type == "paligemma":
+        return side * side, "one square grid"
+    if model_type in ("idefics3", "smolvlm"):
+        per_tile = side * side // int(config.scale_factor) ** 2
+        return None, f"{per_tile} per tile: the global view + up to N x N tiles (image splitting)"
+    return None, ""
+
+
+def family_table() -> list[dict[str, Any]]:
+    """One row per served family, from a public checkpoint's architecture (``reference_configs``), all computed on
+    the ``meta`` device: decoder layers and heads, visual tokens, parameters, fp16 and 4-bit weight memory."""
+    from .reference_configs import REFERENCE_CONFIGS
+
+    rows = []
+    for model_id, values in REFERENCE_CONFIGS.items():
+        facts, estimate = describe_config(values), memory_estimate(values)
+        family = FAMILIES[facts["model_type"]]
+        rows.append({"family": family.name, "example id": model_id, "class": family.model_class,
+                     "decoder layers": facts["decoder_layers"], "heads (KV)":
+                     f"{facts['attention_heads']} ({facts['key_value_heads']})",
+                     "visual tokens / image": facts["visual_tokens_per_image"] or facts["visual_tokens_note"],
+                     "parameters (B)": round(estimate["parameters"] / 1e9, 2),
+                     "fp16 GB": round(estimate["weights_fp16"] / 1e9, 1),
+                     "4-bit GB (est.)": round(estimate["weights_4bit"] / 1e9, 1),
+                     "tiny stand-in": family.tiny_kind})
+    return rows
 
 
 BNB_4BIT_BLOCK = 64  # bitsandbytes' default 4-bit block size: one float32 scale (absmax) per 64 weights

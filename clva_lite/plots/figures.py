@@ -8,11 +8,35 @@ import numpy as np
 import seaborn as sns
 import torch
 
-from ..attention.spans import GROUPS
+from ..attention.spans import GROUPS, VisualSpan
+
+Grid = tuple[int, int] | VisualSpan | None  # a capture's span, or (rows, cols)
 
 
 def _np(x) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+
+
+def on_grid(values: np.ndarray, grid) -> tuple[np.ndarray, tuple[int, int]]:
+    """(..., V) values laid out as (..., rows, cols), and (rows, cols).
+
+    ``grid`` is a capture's span (``rec.span``: it knows which tokens tile the image, e.g. LLaVA-NeXT's base view
+    or SmolVLM's global view) or a plain (rows, cols) when all V tokens tile it.
+    """
+    if isinstance(grid, VisualSpan):
+        if grid.grid is None:
+            raise ValueError(f"these visual tokens cannot be drawn over the image: {grid.grid_note}")
+        if grid.grid_tokens is not None:
+            values = values[..., grid.grid_tokens[0]:grid.grid_tokens[1]]
+        grid = grid.grid
+    if grid is None:
+        raise ValueError("these visual tokens do not form one image grid, so they cannot be drawn over the image")
+    rows, cols = grid
+    if values.shape[-1] != rows * cols:
+        raise ValueError(
+            f"{values.shape[-1]} visual tokens do not tile a {rows} x {cols} grid; pass the capture's span "
+            "(rec.span) instead of rec.span.grid, so the tokens of the image's grid are picked")
+    return values.reshape(*values.shape[:-1], rows, cols), (rows, cols)
 
 
 def overlay(ax, heat: np.ndarray, grid: tuple[int, int], image=None) -> None:
@@ -50,25 +74,23 @@ def visual_share_matrix(share_matrix: torch.Tensor, *, annotate: str | None = "s
     return fig
 
 
-def layer_heatmaps(visual: torch.Tensor, grid: tuple[int, int] | None, image=None, *, layers=None,
+def layer_heatmaps(visual: torch.Tensor, grid: Grid, image=None, *, layers=None,
                    columns: int = 4, title: str = "Visual attention per layer"):
     """Fig. 2a: each layer's mean visual distribution drawn over the image.
 
-    visual: (L, H, V) attention of one query. ``grid`` (rows, cols) maps V tokens to the image; without one
-    the tokens cannot be placed on the image and a clear error is raised.
+    visual: (L, H, V) attention of one query. ``grid``: the capture's span, or (rows, cols) (see :func:`on_grid`);
+    without a grid the tokens cannot be placed on the image and a clear error is raised.
     """
-    if grid is None:
-        raise ValueError("these visual tokens do not form one image grid, so they cannot be drawn over the image")
     data = _np(visual)
     p = data / np.clip(data.sum(-1, keepdims=True), 1e-12, None)
-    per_layer = p.mean(1)  # (L, V)
+    per_layer, grid = on_grid(p.mean(1), grid)  # (L, rows, cols)
     layers = list(range(per_layer.shape[0])) if layers is None else list(layers)
     rows = int(np.ceil(len(layers) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, layer in zip(axes.flat, layers):
-        overlay(ax, per_layer[layer].reshape(grid), grid, image)
+        overlay(ax, per_layer[layer], grid, image)
         ax.set_title(f"layer {layer}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -139,20 +161,21 @@ def criterion_grid(choice: dict, *, title: str | None = None):
     return fig
 
 
-def attention_before_after(before: torch.Tensor, after: torch.Tensor, grid: tuple[int, int], image=None,
+def attention_before_after(before: torch.Tensor, after: torch.Tensor, grid: Grid, image=None,
                            titles=("stock", "with CLVA")):
     """Two heat maps of a (V,) distribution over the image: before and after an intervention."""
     return attention_maps([before, after], titles, grid, image)
 
 
-def attention_maps(maps, titles, grid: tuple[int, int], image=None, *, suptitle: str | None = None):
+def attention_maps(maps, titles, grid: Grid, image=None, *, suptitle: str | None = None):
     """Several (V,) distributions over the image side by side (e.g. anchors, or deep attention per alpha)."""
     maps = list(maps)
     if len(maps) != len(titles):
         raise ValueError(f"{len(maps)} maps but {len(titles)} titles")
     fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.9), squeeze=False)
     for ax, data, name in zip(axes[0], maps, titles):
-        overlay(ax, _np(data).reshape(grid), grid, image)
+        heat, shape = on_grid(_np(data), grid)
+        overlay(ax, heat, shape, image)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     if suptitle:

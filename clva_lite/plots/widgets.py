@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from .figures import _np, overlay
+from .figures import _np, on_grid, overlay
 
 
-def draw_attention(visual, grid: tuple[int, int], image=None, *, step: int = 0, layer: int = 0,
+def draw_attention(visual, grid, image=None, *, step: int = 0, layer: int = 0,
                    head: int | None = None, tokens: list[str] | None = None, ax=None):
     """One heat map of the visual attention of (step, layer, head) over the image; ``head=None`` averages heads.
 
@@ -23,7 +23,8 @@ def draw_attention(visual, grid: tuple[int, int], image=None, *, step: int = 0, 
     p = data / max(float(data.sum()), 1e-12)
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2, 3.2))
-    overlay(ax, p.reshape(grid), grid, image)
+    heat, shape = on_grid(p, grid)
+    overlay(ax, heat, shape, image)
     token = f" ({tokens[step]!r})" if tokens and step < len(tokens) else ""
     ax.set_title(f"step {step}{token}, layer {layer}, {'mean of heads' if head is None else f'head {head}'}",
                  fontsize=8)
@@ -31,7 +32,7 @@ def draw_attention(visual, grid: tuple[int, int], image=None, *, step: int = 0, 
     return ax.figure
 
 
-def attention_explorer(visual, grid: tuple[int, int], image=None, tokens: list[str] | None = None):
+def attention_explorer(visual, grid, image=None, tokens: list[str] | None = None):
     """Draw the default view statically, then return sliders (layer, head, step) that redraw it live.
 
     Returns the ipywidgets box, or ``None`` when ipywidgets is not installed (the static figure stays).
