@@ -7,10 +7,13 @@
     rec.row(0).visual # (steps, layers, heads, V) for the first batch row
 
 Step 0 is the prefill's last prompt token; step k > 0 is the k-th generated token's query. During the pass each
-requested layer hands over its current query and keys (views, no copies); after the step's last requested layer
-all its rows are computed in one fused batched matmul and kept as logits; the softmax and the visual / group split
-run when ``visual`` or ``shares`` is first read, off the model's hot path.
-Memory per step is O(layers x heads x keys); only the requested layers are kept.
+requested layer hands over its current query and keys (views, no copies). A KV cache only grows by appending, so the
+keys a step saw are a prefix of the cache's final keys: the recorder keeps each step's queries and only the latest
+keys, and computes all steps' rows of a layer in one matmul when ``visual`` or ``shares`` is first read (or when a
+new forward pass starts a fresh cache), off the model's per-token path. Where that does not hold - an intervention
+changed the row, or rows were expanded for beam search, whose cache reorders beams - the step's rows are computed at
+once instead, in one fused batched matmul. Memory: the queries, one reference to the latest keys, and per step
+O(layers x heads x keys) once computed; only the requested layers are kept.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .function import QueryRow, attached, row_logits
+from .function import QueryRow, attached, last_row_mask, row_logits
 from .spans import GROUPS, VisualSpan, find_visual_span
 
 
@@ -43,15 +46,32 @@ class RowRecord:
         return self.shares[..., GROUPS.index(group)]
 
 
+@dataclass
+class _DeferredStep:
+    """A step whose rows wait for the cache's final keys: queries per layer (batch, heads, 1, d), its key length."""
+
+    slot: int  # index in AttentionRecord._steps
+    queries: list[torch.Tensor]
+    kv: int
+    attention_mask: torch.Tensor | None  # the layers' mask as the model passed it
+    scale: float
+    groups: int
+
+
 class AttentionRecord:
     """Filled by the attention function during the ``capture`` block."""
 
-    def __init__(self, layers: list[int], store_device: str | None):
+    def __init__(self, layers: list[int], store_device: str | None, given_span: VisualSpan | None = None):
         self._span: VisualSpan | None = None
         self.layers = layers
         self._layer_slot = {layer: k for k, layer in enumerate(layers)}
         self._store_device = store_device
-        self._steps: list[torch.Tensor] = []  # per step: logits (layers, batch, heads, kv)
+        self._given_span = given_span  # rows of this span (not expanded) may be deferred
+        self._state = None  # the AttentionState, set by ``capture``
+        self._steps: list[torch.Tensor | None] = []  # per step: logits (layers, batch, heads, kv); None: deferred
+        self._deferred: list[_DeferredStep] = []
+        self._keys: list[torch.Tensor] = []  # the latest keys of each requested layer (the deferred steps' cache)
+        self._epoch: int | None = None
         self._pending: list[QueryRow] = []  # the current step's rows, until its last requested layer
         self._last_step: int | None = None
         self._visual: torch.Tensor | None = None
@@ -61,7 +81,8 @@ class AttentionRecord:
     def wants_layer(self, layer: int) -> bool:
         return layer in self._layer_slot
 
-    def observe(self, step: int, layer: int, row: QueryRow, span: VisualSpan) -> None:
+    def observe(self, step: int, layer: int, row: QueryRow, span: VisualSpan,
+                attention_mask: torch.Tensor | None = None) -> None:
         if step != self._last_step:
             if self._pending:
                 raise RuntimeError("a step was recorded for only some layers (did the forward pass fail?)")
@@ -69,9 +90,52 @@ class AttentionRecord:
             self._visual = self._shares = None
         self._span = span
         self._pending.append(row)
-        if len(self._pending) == len(self.layers):
-            logits, self._pending = row_logits(self._pending), []
-            self._steps.append(logits.to(self._store_device) if self._store_device is not None else logits)
+        if len(self._pending) < len(self.layers):
+            return
+        rows, self._pending = self._pending, []
+        epoch = self._state.cache_epoch if self._state is not None else None
+        if self._deferred and epoch != self._epoch:
+            self.flush()  # a fresh cache: the deferred steps' keys are the old cache's, held in self._keys
+        self._epoch = epoch
+        first = rows[0]
+        if (span is self._given_span and epoch is not None and all(r.bias is None and r.logits is None for r in rows)
+                and all(r.key.shape == first.key.shape for r in rows)):
+            self._keys = [r.key for r in rows]
+            self._deferred.append(_DeferredStep(len(self._steps), [r.query for r in rows], first.key.shape[2],
+                                                attention_mask, first.scale, first.groups))
+            self._steps.append(None)
+            return
+        batch, heads = first.query.shape[:2]
+        mask = last_row_mask(attention_mask, batch, first.key.shape[2], first.query.device).expand(batch, heads, -1)
+        logits = row_logits([r._replace(mask=mask) for r in rows])
+        self._steps.append(logits.to(self._store_device) if self._store_device is not None else logits)
+
+    def flush(self) -> None:
+        """Compute the deferred steps' rows now: per layer one matmul of all their queries against the final keys.
+        Reading ``visual`` or ``shares`` does it too; the benchmark calls it so that its timing holds all the work."""
+        if not self._deferred:
+            return
+        steps, keys = self._deferred, self._keys
+        self._deferred, self._keys = [], []
+        batch, heads, _, dim = steps[0].queries[0].shape
+        kv_final = keys[0].shape[2]
+        masks = []
+        for step in steps:  # additive (batch, 1, kv_final): the step's own mask, and nothing beyond its keys
+            row = last_row_mask(step.attention_mask, batch, step.kv, keys[0].device)
+            masks.append(torch.nn.functional.pad(row, (0, kv_final - step.kv), value=torch.finfo(torch.float32).min))
+        mask = torch.stack(masks, 1)  # (batch, steps, 1, kv_final)
+        per_layer = []
+        for k, key in enumerate(keys):
+            query = torch.cat([step.queries[k] for step in steps], dim=2).float()  # (batch, heads, steps, d)
+            key = key.float()
+            if steps[0].groups > 1:
+                key = key.repeat_interleave(steps[0].groups, dim=1)
+            logits = torch.matmul(query, key.transpose(2, 3)) * steps[0].scale  # (batch, heads, steps, kv_final)
+            per_layer.append(logits.transpose(1, 2) + mask)  # (batch, steps, heads, kv_final)
+        stacked = torch.stack(per_layer)  # (layers, batch, steps, heads, kv_final)
+        for j, step in enumerate(steps):
+            logits = stacked[:, :, j, :, :step.kv]
+            self._steps[step.slot] = logits.to(self._store_device) if self._store_device is not None else logits
 
     # Results -----------------------------------------------------------------------------------------------------
     @property
@@ -90,6 +154,7 @@ class AttentionRecord:
             raise RuntimeError("nothing was recorded: run the model (forward or generate) inside the capture block")
         if self._pending:
             raise RuntimeError("a step was recorded for only some layers (did the forward pass fail?)")
+        self.flush()
         visual, shares = [], []
         for buffer in self._steps:
             logits = buffer.transpose(0, 1)  # (batch, layers, heads, kv)
@@ -145,6 +210,11 @@ def capture(model, inputs=None, *, layers=None, store_device: str | None = None)
     hf_model = unwrap(model)
     num_layers = int(getattr(hf_model.config, "text_config", hf_model.config).num_hidden_layers)
     span = find_visual_span(hf_model, inputs).to(inputs["input_ids"].device) if inputs is not None else None
-    record = AttentionRecord(_layer_list(layers, num_layers), store_device)
-    with attached(hf_model, span, observer=record):
-        yield record
+    record = AttentionRecord(_layer_list(layers, num_layers), store_device, given_span=span)
+    with attached(hf_model, span, observer=record) as state:
+        record._state = state
+        try:
+            yield record
+        finally:
+            if store_device is not None:
+                record._flush()  # the keys held for deferred steps may sit on the GPU: compute and move now

@@ -132,10 +132,10 @@ class CLVAIntervention:
         else:
             self.criterion = config.head_criterion or "share"
         self.needs_visual_share = config.head_source == "per-input" and self.criterion != "focus"
-        self.positive_anchor: torch.Tensor | None = None  # (batch, V), last step's A+
-        self.negative_anchor: torch.Tensor | None = None
+        self._anchor_kinds: tuple[str, ...] = ()
+        self._anchor_values: torch.Tensor | None = None  # (kinds, batch, V), the last step's anchors
         self._rows: list[tuple[int, QueryRow]] = []  # calibrated: this step's anchor rows, both bands
-        self._stacked: dict[tuple, torch.Tensor] = {}  # (layers, device) -> (2, layers, 1, heads, 1) anchor weights
+        self._stacked: dict[tuple, torch.Tensor] = {}  # (layers, device) -> (2, layers * heads) anchor weights
         self._coefficients: dict[tuple, torch.Tensor] = {}  # (kinds, device) -> (kinds, 1, 1): alpha, -beta
         self._kinds: dict[tuple[int, ...], tuple[str, ...]] = {}  # anchor layers -> the kinds they feed
         self._prompt = -1
@@ -143,6 +143,22 @@ class CLVAIntervention:
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, torch.Tensor] = {}
         self._bias: torch.Tensor | None = None
+        self._span: VisualSpan | None = None  # the span of this step's anchor rows
+
+    @property
+    def positive_anchor(self) -> torch.Tensor | None:
+        """(batch, V): the last step's A+ (``None`` when alpha = 0 switched it off)."""
+        return self._anchor("positive")
+
+    @property
+    def negative_anchor(self) -> torch.Tensor | None:
+        """(batch, V): the last step's A- (``None`` when beta = 0 switched it off)."""
+        return self._anchor("negative")
+
+    def _anchor(self, kind: str) -> torch.Tensor | None:
+        if kind not in self._anchor_kinds:
+            return None
+        return self._anchor_values[self._anchor_kinds.index(kind)]
 
     # Intervention protocol ---------------------------------------------------------------------------------------
     def begin_step(self, step: int, prompt: int = 0) -> None:
@@ -176,7 +192,10 @@ class CLVAIntervention:
         kind = "positive" if layer in self._intermediate else "negative"
         if self.config.head_source == "calibrated":  # computed for both bands at once, in _calibrated_anchors
             self._rows.append((layer, row))
+            self._span = span
             return
+        if not self.needs_visual_share and row.logits is None:
+            row = row._replace(key=span.take_keys(row.key))
         logits = row_logits([row])[0]  # (batch, heads, kv or V)
         if self.needs_visual_share:
             visual = span.take(logits)
@@ -198,19 +217,23 @@ class CLVAIntervention:
         rows = [row for _, row in self._rows]
         layers = tuple(layer for layer, _ in self._rows)
         keys_t = None
-        if rows[0].logits is None:
+        if all(r.logits is None for r in rows):
             key = (layers, tuple(rows[0].query.shape))
             keys_t = self._keys.get(key)
-            if keys_t is None:
-                keys_t = self._keys[key] = stacked_keys(rows)
+            if keys_t is None:  # image keys do not change while a prompt decodes: sliced and stacked once
+                keys_t = self._keys[key] = stacked_keys([r._replace(key=self._span.take_keys(r.key)) for r in rows])
+        else:
+            rows = [r if r.logits is not None else r._replace(key=self._span.take_keys(r.key)) for r in rows]
         distribution = torch.softmax(row_logits(rows, keys_t=keys_t), dim=-1)  # (layers, batch, heads, V)
         weights = self._stacked.get((layers, distribution.device))
-        if weights is None:
+        if weights is None:  # (2, layers * heads): each band's anchor heads, averaged
             rows = [[self._weights[layer] if (layer in self._intermediate) == positive else
                      torch.zeros_like(self._weights[layer]) for layer in layers] for positive in (True, False)]
-            weights = torch.stack([torch.stack(r) for r in rows]).to(distribution.device)[:, :, None, :, None]
+            weights = torch.stack([torch.cat(r) for r in rows]).to(distribution.device)
             self._stacked[(layers, distribution.device)] = weights
-        both = (distribution.unsqueeze(0) * weights).sum((1, 3))  # (2, batch, V): positive, negative
+        count, batch, heads, n_visual = distribution.shape
+        per_head = distribution.transpose(0, 1).reshape(batch, count * heads, n_visual)
+        both = torch.matmul(weights, per_head).transpose(0, 1)  # (2, batch, V): positive, negative
         kinds = self._kinds.get(layers)
         if kinds is None:
             kinds = self._kinds[layers] = tuple(
@@ -248,9 +271,7 @@ class CLVAIntervention:
     def bias(self, layer: int, logits: torch.Tensor | None, span: VisualSpan) -> torch.Tensor | None:
         if self._bias is None:
             kinds, anchors = self._anchors()
-            found = dict(zip(kinds, anchors)) if kinds else {}
-            self.positive_anchor = found.get("positive")
-            self.negative_anchor = found.get("negative")
+            self._anchor_kinds, self._anchor_values = kinds, anchors
             self._bias = self._shift(kinds, anchors, span).unsqueeze(1)  # (batch, 1, V)
         bias = self._bias
         if self.config.mode == "prob":

@@ -62,7 +62,7 @@ def row_logits(rows: list[QueryRow], keys_t: torch.Tensor | None = None) -> torc
 
     One fused batched matmul (baddbmm) for all rows that share shapes, scale and mask, as a step's decoder layers
     do: per step a handful of kernel launches instead of a handful per layer. ``keys_t``: the rows'
-    :func:`stacked_keys`, when the caller kept them.
+    :func:`stacked_keys` (or of a slice of their keys, e.g. the visual ones), when the caller kept them.
     """
     todo = [r for r in rows if r.logits is None]
     if not todo:
@@ -75,11 +75,11 @@ def row_logits(rows: list[QueryRow], keys_t: torch.Tensor | None = None) -> torc
                                                                                    r.scale, mask=r.mask))
                             for r in rows])
     batch, heads, _, dim = first.query.shape
-    kv = first.key.shape[2]
     count = len(todo)
     query = torch.stack([r.query for r in todo]).view(count * batch * heads, 1, dim).float()
     if keys_t is None or len(todo) != len(rows):
         keys_t = stacked_keys(todo)
+    kv = keys_t.shape[2]
     if first.mask is None:
         computed = torch.baddbmm(_ignored_input(query.device), query, keys_t, beta=0, alpha=first.scale)
     else:
@@ -103,9 +103,11 @@ class Observer(Protocol):
 
     def wants_layer(self, layer: int) -> bool: ...
 
-    def observe(self, step: int, layer: int, row: QueryRow, span: VisualSpan) -> None:
-        """``row``: this layer's current-query row after any intervention (``row_logits([row])`` computes it;
-        softmax gives the attention). Observers batch the work over a step's layers, off the per-layer path."""
+    def observe(self, step: int, layer: int, row: QueryRow, span: VisualSpan,
+                attention_mask: torch.Tensor | None) -> None:
+        """``row``: this layer's current-query row after any intervention, without its mask; ``attention_mask`` is
+        the layer's mask as the model passed it (``row_logits([row._replace(mask=last_row_mask(...))])`` computes
+        the row; softmax gives the attention). Observers batch the work, off the per-layer path."""
 
 
 class Intervention(Protocol):
@@ -120,8 +122,9 @@ class Intervention(Protocol):
         """Reads this layer's stock visual attention (anchors)."""
 
     def observe_visual(self, layer: int, row: QueryRow, span: VisualSpan) -> None:
-        """``row``: the layer's current-query row over the *visual keys only* (no mask needed: the current query
-        sees every image token), or over all keys with the mask when ``needs_visual_share``. ``row_logits``
+        """``row``: the layer's current-query row without mask: over all keys (``span.take_keys(row.key)`` gives the
+        visual ones, and the current query sees every image token, so they need no mask), with the mask when
+        ``needs_visual_share``, or with its visual ``logits`` when the function computed them. ``row_logits``
         computes it, batched over layers, when the intervention needs it (CLVA: before the first deep layer)."""
 
     def wants_logits(self, layer: int) -> bool:
@@ -165,6 +168,7 @@ class AttentionState:
     plans: dict[int, LayerPlan | None] = field(default_factory=dict)
     step_cache: dict = field(default_factory=dict)  # masks built once per step, keyed by the objects they came from
     step_keys: int | None = None  # key length of this step's first planned layer (all must match)
+    cache_epoch: int = 0  # forward passes that started a fresh KV cache (a prefill, or any pass without a cache)
 
     def rows_for(self, batch: int) -> VisualSpan:
         if self.span is None:
@@ -196,7 +200,7 @@ class AttentionState:
         key = ("mask", id(attention_mask), batch, heads, kv)
         entry = self.step_cache.get(key)
         if entry is None or entry[0] is not attention_mask:  # holding the mask keeps its id from being reused
-            row = _last_row_mask(attention_mask, batch, kv, device).expand(batch, heads, kv).contiguous()
+            row = last_row_mask(attention_mask, batch, kv, device).expand(batch, heads, kv).contiguous()
             entry = (attention_mask, row)
             self.step_cache[key] = entry
         return entry[1]
@@ -207,12 +211,15 @@ class AttentionState:
         for each bias object (CLVA returns one for all deep layers)."""
         entry = self._bias_entry(bias, attention_mask, heads, kv)
         if "row_mask" not in entry:
-            mask = self.mask_row(attention_mask, batch, heads, kv, device)
             start = span.start
-            if start is not None:
-                row_mask = mask.clone()
+            if start is not None and attention_mask is None:  # nothing masked (decoding one unpadded prompt)
+                row_mask = torch.zeros(batch, heads, kv, device=device)
+                row_mask[..., start:start + span.num_visual] = bias
+            elif start is not None:
+                row_mask = self.mask_row(attention_mask, batch, heads, kv, device).clone()
                 row_mask[..., start:start + span.num_visual] += bias.float()
             else:
+                mask = self.mask_row(attention_mask, batch, heads, kv, device)
                 row_mask = mask + self.placed_bias(bias, attention_mask, span, batch, heads, kv)
             entry["row_mask"] = row_mask.unsqueeze(2).to(dtype)
         return entry["row_mask"]
@@ -226,10 +233,15 @@ class AttentionState:
         return entry["placed"]
 
     def _bias_entry(self, bias: torch.Tensor, attention_mask, heads: int, kv: int) -> dict:
+        last = self.step_cache.get("last bias")
+        if (last is not None and last["bias"] is bias and last["mask"] is attention_mask
+                and last["shape"] == (heads, kv)):
+            return last  # the same bias as the previous layer's (CLVA: one for all deep layers of a step)
         key = ("bias", id(bias), id(attention_mask), heads, kv)
         entry = self.step_cache.get(key)
         if entry is None or entry["bias"] is not bias or entry["mask"] is not attention_mask:
-            entry = self.step_cache[key] = {"bias": bias, "mask": attention_mask}  # held: ids stay unique
+            entry = self.step_cache[key] = {"bias": bias, "mask": attention_mask, "shape": (heads, kv)}  # held: ids
+        self.step_cache["last bias"] = entry  # stay unique
         return entry
 
 
@@ -246,7 +258,7 @@ def _stock(module, query, key, value, attention_mask, **kwargs):
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
-def _last_row_mask(attention_mask: torch.Tensor | None, batch: int, kv: int, device) -> torch.Tensor:
+def last_row_mask(attention_mask: torch.Tensor | None, batch: int, kv: int, device) -> torch.Tensor:
     """Additive float mask of the last query row, (batch, 1, kv): 0 where attended, a large negative elsewhere."""
     if attention_mask is None:
         return torch.zeros(batch, 1, kv, device=device)
@@ -355,15 +367,14 @@ def clva_attention_forward(
             row = QueryRow(query_last, key, scale, groups,
                            state.mask_row(attention_mask, batch, heads, kv, query.device), full_bias, logits)
         else:
-            row = QueryRow(query_last, span.take_keys(key), scale, groups, None, None, None)
+            row = QueryRow(query_last, key, scale, groups, None, None, None)  # all keys: the observer slices
             if logits is not None:
                 row = row._replace(logits=span.take(logits))
         intervention.observe_visual(layer, row, span)
     if plan.observers:
-        row = QueryRow(query_last, key, scale, groups,
-                       state.mask_row(attention_mask, batch, heads, kv, query.device), full_bias, logits)
+        row = QueryRow(query_last, key, scale, groups, None, full_bias, logits)
         for observer in plan.observers:
-            observer.observe(state.step, layer, row, span)
+            observer.observe(state.step, layer, row, span, attention_mask)
     return output, None
 
 
@@ -378,12 +389,13 @@ def _span_hook(model, state: AttentionState):
     def hook(module, args, kwargs):
         if state.paused:
             return None
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        if input_ids is None:
-            return None
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
             return None  # a decode step: a generated token that happens to be the image token starts no prompt
+        state.cache_epoch += 1
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            return None
         if bool((input_ids == image_token_id(model.config)).any()):
             state.prompt += 1
             inputs = {"input_ids": input_ids, "attention_mask": kwargs.get("attention_mask"),

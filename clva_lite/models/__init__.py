@@ -1,6 +1,8 @@
-"""Loading models (toy, hub id, folder), prompts through chat templates, tiny random-weight stand-ins, real-model
-loading with a stand-in fallback and memory from a config, and an image-only Qwen2-VL processor."""
+"""Loading models (toy, hub id, folder), the served families, prompts through chat templates, tiny random-weight
+stand-ins of each family, real-model loading with a stand-in fallback and memory from a config (reference configs of
+one checkpoint per family), and images-only processors for families whose stock processor needs a video one."""
 
 from .._lazy import lazy_submodules
 
-__getattr__ = lazy_submodules(__name__, ("loading", "prompts", "qwen2_vl", "real", "tiny"))
+__getattr__ = lazy_submodules(__name__, ("families", "image_only", "loading", "prompts", "real", "reference_configs",
+                                         "tiny"))
