@@ -125,3 +125,24 @@ def test_qwen2_vl_grid_survives_generate(tiny_dirs):
         loaded.model.generate(**inputs, max_new_tokens=2, do_sample=False)
     assert forward_rec.span.grid is not None
     assert generate_rec.span.grid == forward_rec.span.grid
+
+
+def test_deferred_rows_survive_a_new_cache_inside_one_block(untrained):
+    """Rows are computed from the final keys of each cache: a forward pass followed by a generate in one block
+    (two caches) records both exactly, also on a layer subset and with store_device."""
+    model, inputs = untrained.model, _inputs(untrained, 2)
+    # the same prompts over other images: the same span, other keys (a deferred step must not read these)
+    other = untrained.inputs([generate_scene("test", i).image() for i in (7, 8)], QUESTIONS[:2])
+    assert torch.equal(other["input_ids"], inputs["input_ids"])
+    eager_forward = _eager_rows(model, inputs, 1)[0]
+    eager_generate = _eager_rows(model, other, 3)
+    layers = [1, 4, 6]
+    with clva_lite.capture(untrained, inputs, layers=layers, store_device="cpu") as record:
+        model(**inputs)
+        model.generate(**other, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert record.num_steps == 4
+    positions = record.span.positions
+    for step, rows in enumerate([eager_forward, *eager_generate]):
+        rows = rows[:, layers]
+        expected = rows.gather(3, positions[:, None, None, :].expand(-1, rows.shape[1], rows.shape[2], -1))
+        assert (record.visual[step] - expected).abs().max() <= 1e-5, f"step {step}"

@@ -217,4 +217,4 @@ def capture(model, inputs=None, *, layers=None, store_device: str | None = None)
             yield record
         finally:
             if store_device is not None:
-                record._flush()  # the keys held for deferred steps may sit on the GPU: compute and move now
+                record.flush()  # the keys held for deferred steps may sit on the GPU: compute and move now
