@@ -105,6 +105,7 @@ def test_contrastive_baselines_run_or_name_the_family(family_model):
 # kind -> (visual tokens of one 64 x 64 toy scene, heat-map grid, tokens that tile it)
 GRIDS = {"llava-llama": (16, (4, 4), None), "llava-next": (88, (4, 4), (0, 16)),
          "llava-onevision": (88, (4, 4), (0, 16)), "qwen2-vl": (16, (4, 4), None), "qwen2.5-vl": (16, (4, 4), None),
+         "qwen3-vl": (16, (4, 4), None),
          "gemma3": (4, (2, 2), None), "paligemma": (16, (4, 4), None), "idefics3": (20, (2, 2), (16, 20)),
          "smolvlm": (20, (2, 2), (16, 20))}
 
@@ -183,6 +184,6 @@ def test_reference_configs_have_the_published_size(model_id):
 def test_family_table_covers_every_family():
     rows = real.family_table()
     assert {r["class"] for r in rows} >= {f.model_class for f in FAMILIES.values()} - {
-        "Qwen2VLForConditionalGeneration", "SmolVLMForConditionalGeneration"}
+        "Qwen2VLForConditionalGeneration", "Qwen3VLForConditionalGeneration", "SmolVLMForConditionalGeneration"}
     for row in rows:
         assert row["fp16 GB"] == pytest.approx(2 * row["parameters (B)"], abs=0.1)

@@ -100,7 +100,7 @@ def pai_attention(model, config: PAIConfig | None = None):
 
 
 # Qwen's multimodal rotary positions: the contrastive pass cannot reproduce them (see ContrastivePass).
-MROPE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+MROPE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 class ContrastivePass(LogitsProcessor):

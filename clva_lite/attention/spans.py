@@ -180,7 +180,7 @@ def _grid_base_view(config, inputs, n):
 
 
 def _grid_merged_patches(config, inputs, n):
-    """Qwen2-VL / Qwen2.5-VL: the first image's ``image_grid_thw`` (h, w) over the spatial merge size."""
+    """Qwen2-VL / Qwen2.5-VL / Qwen3-VL: the first image's ``image_grid_thw`` (h, w) over the spatial merge size."""
     thw = inputs.get("image_grid_thw")
     merge = getattr(config.vision_config, "spatial_merge_size", 2)
     batch = inputs["input_ids"].shape[0]
@@ -230,6 +230,7 @@ GRID_RULES: dict[str, Callable] = {
     "llava_onevision": _grid_base_view,
     "qwen2_vl": _grid_merged_patches,
     "qwen2_5_vl": _grid_merged_patches,
+    "qwen3_vl": _grid_merged_patches,
     "gemma3": _grid_fixed("mm_tokens_per_image"),
     "paligemma": _grid_paligemma,
     "idefics3": _grid_global_image,

@@ -1,6 +1,6 @@
 """Processors for images only, for families whose stock processor also builds a video processor.
 
-Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision and SmolVLM2 processors take a video processor, and those classes need
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision and SmolVLM2 processors take a video processor, and those classes need
 torchvision; without it the processor cannot even be constructed. clva-lite feeds images only, so each class here
 declares just the image processor and the tokenizer (transformers reads a processor's parts from its ``__init__``
 signature) and reuses the stock class for everything else. Each keeps the stock class's name, so a folder it saves
@@ -25,6 +25,13 @@ class Qwen2VLProcessor(transformers.Qwen2VLProcessor):
 
 class Qwen2_5_VLProcessor(transformers.Qwen2_5_VLProcessor):  # noqa: N801 - the stock class's name
     """Qwen2.5-VL's processor for images only."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class Qwen3VLProcessor(transformers.Qwen3VLProcessor):
+    """Qwen3-VL's processor for images only."""
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
@@ -55,7 +62,8 @@ class SmolVLMProcessor(transformers.SmolVLMProcessor):
 
 
 IMAGE_ONLY: dict[str, type[ProcessorMixin]] = {
-    cls.__name__: cls for cls in (Qwen2VLProcessor, Qwen2_5_VLProcessor, LlavaOnevisionProcessor, SmolVLMProcessor)}
+    cls.__name__: cls for cls in (Qwen2VLProcessor, Qwen2_5_VLProcessor, Qwen3VLProcessor, LlavaOnevisionProcessor,
+                                 SmolVLMProcessor)}
 
 
 def image_only_processor(base: type[ProcessorMixin]) -> type[ProcessorMixin]:

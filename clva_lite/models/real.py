@@ -49,13 +49,15 @@ _SUPPORTED_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"(^|/)llava-onevision-", "llava-onevision"),
     (r"(^|/)qwen2-vl-", "qwen2-vl"),
     (r"(^|/)qwen2\.5-vl-", "qwen2.5-vl"),
+    (r"(^|/)qwen3-vl-\d", "qwen3-vl"),
     (r"(^|/)gemma-3-\d", "gemma3"),
     (r"(^|/)paligemma", "paligemma"),
     (r"(^|/)smolvlm2-", "smolvlm"),
     (r"(^|/)(smolvlm-|idefics3-)", "idefics3"),
 )
 # Well-known vision-language models of other classes: a clear error instead of a stand-in of the wrong class.
-_UNSUPPORTED_PATTERNS = (r"llava-next-video", r"llava-video", r"qwen3-vl", r"qwen2\.5-omni", r"gemma-3n",
+_UNSUPPORTED_PATTERNS = (r"llava-next-video", r"llava-video", r"qwen3-vl-.*moe|qwen3-vl-30b|qwen3-vl-235b",
+                         r"qwen2\.5-omni", r"gemma-3n",
                          r"idefics2", r"(^|/)idefics-", r"blip", r"instructblip", r"internvl", r"minicpm",
                          r"phi-3.*vision", r"pixtral", r"mistral-small-3")
 
@@ -202,7 +204,7 @@ def _visual_tokens(config) -> tuple[int | None, str]:
         return side * side + int(full), "one square grid" + (" + the CLS token" if full else "")
     if model_type in ("llava_next", "llava_onevision"):
         return None, f"{side * side} for the base view + tiles of {side * side} and newline tokens (any resolution)"
-    if model_type in ("qwen2_vl", "qwen2_5_vl"):
+    if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         patch, merge = int(vision.patch_size), int(vision.spatial_merge_size)
         return None, f"(height / {patch * merge}) x (width / {patch * merge}): dynamic resolution"
     if model_type == "gemma3":

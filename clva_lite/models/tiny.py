@@ -11,7 +11,8 @@ Kinds (``TINY_KINDS``) and the family each stands in for:
 * ``"llava-llama"`` LLaVA-1.5 (CLIP + Llama); ``"llava-qwen2"`` llava-interleave-qwen (SigLIP + Qwen2);
 * ``"llava-next"`` LLaVA-NeXT (any-resolution tiles + base view, newline tokens);
 * ``"llava-onevision"`` LLaVA-OneVision (SigLIP + Qwen2, any-resolution);
-* ``"qwen2-vl"`` / ``"qwen2.5-vl"`` Qwen2-VL / Qwen2.5-VL (own vision tower, merged patches, M-RoPE);
+* ``"qwen2-vl"`` / ``"qwen2.5-vl"`` / ``"qwen3-vl"`` Qwen2-VL / Qwen2.5-VL / Qwen3-VL (own vision tower, merged
+  patches, M-RoPE; Qwen3-VL also feeds vision features into early decoder layers, "deepstack");
 * ``"gemma3"`` Gemma 3 (SigLIP, pooled image tokens, bidirectional attention inside an image, sliding windows);
 * ``"paligemma"`` PaliGemma (SigLIP + Gemma, prefix-LM: no chat template);
 * ``"idefics3"`` / ``"smolvlm"`` SmolVLM (Idefics3 class) / SmolVLM2 (image splitting: 2 x 2 tiles + global view,
@@ -30,8 +31,8 @@ from transformers import PreTrainedTokenizerFast
 from ..toy.model import vocabulary
 from .image_only import image_only_processor
 
-TINY_KINDS = ("llava-llama", "llava-qwen2", "llava-next", "llava-onevision", "qwen2-vl", "qwen2.5-vl", "gemma3",
-              "paligemma", "idefics3", "smolvlm")
+TINY_KINDS = ("llava-llama", "llava-qwen2", "llava-next", "llava-onevision", "qwen2-vl", "qwen2.5-vl", "qwen3-vl",
+              "gemma3", "paligemma", "idefics3", "smolvlm")
 LLAVA_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
     "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
@@ -65,6 +66,7 @@ IDEFICS_SPECIAL = ("<fake_token_around_image>", "<global-img>", "<end_of_utteran
 # Special tokens and tokenizer attributes (``extra_special_tokens``) per kind.
 _SPECIAL = {"qwen2-vl": (QWEN_SPECIAL, {"image_token": "<|image_pad|>"}),
             "qwen2.5-vl": (QWEN_SPECIAL, {"image_token": "<|image_pad|>"}),
+            "qwen3-vl": (QWEN_SPECIAL, {"image_token": "<|image_pad|>"}),
             "gemma3": (GEMMA_SPECIAL, {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                                        "image_token": "<image_soft_token>"}),
             "llava-onevision": (("<video>",), {"image_token": "<image>", "video_token": "<video>"}),
@@ -163,12 +165,19 @@ def _qwen(kind: str, t):
             text_config={**_text(t), "model_type": "qwen2_vl_text", "rope_parameters": rope},
             vision_config={**vision, "embed_dim": 32}, **tokens)
         model, base = transformers.Qwen2VLForConditionalGeneration(config), transformers.Qwen2VLProcessor
-    else:
+    elif kind == "qwen2.5-vl":
         config = transformers.Qwen2_5_VLConfig(
             text_config={**_text(t), "model_type": "qwen2_5_vl_text", "rope_parameters": rope},
             vision_config={**vision, "intermediate_size": 64, "out_hidden_size": 32, "window_size": 16,
                            "fullatt_block_indexes": [1]}, **tokens)
         model, base = transformers.Qwen2_5_VLForConditionalGeneration(config), transformers.Qwen2_5_VLProcessor
+    else:
+        config = transformers.Qwen3VLConfig(
+            text_config={**_text(t, head_dim=8), "model_type": "qwen3_vl_text",
+                         "rope_parameters": {**rope, "mrope_interleaved": True}},
+            vision_config={**vision, "intermediate_size": 64, "out_hidden_size": 32, "num_position_embeddings": 64,
+                           "deepstack_visual_indexes": [0]}, **tokens)
+        model, base = transformers.Qwen3VLForConditionalGeneration(config), transformers.Qwen3VLProcessor
     images = _pil("qwen2_vl", "Qwen2VLImageProcessorPil")(patch_size=PATCH, merge_size=2, temporal_patch_size=2,
                                                           min_pixels=64 * 64, max_pixels=64 * 64)
     processor = image_only_processor(base)(image_processor=images, tokenizer=t, chat_template=QWEN_CHAT_TEMPLATE)
@@ -213,7 +222,8 @@ def _idefics(kind: str, t):
 
 
 _BUILDERS = {"llava-llama": _llava, "llava-qwen2": _llava, "llava-next": _llava_next,
-             "llava-onevision": _llava_next, "qwen2-vl": _qwen, "qwen2.5-vl": _qwen, "gemma3": _gemma,
+             "llava-onevision": _llava_next, "qwen2-vl": _qwen, "qwen2.5-vl": _qwen, "qwen3-vl": _qwen,
+             "gemma3": _gemma,
              "paligemma": _gemma, "idefics3": _idefics, "smolvlm": _idefics}
 
 
