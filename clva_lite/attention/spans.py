@@ -21,7 +21,8 @@ class VisualSpan:
 
     positions: (batch, V) absolute key positions of the visual tokens, ascending.
     system: (batch, prompt_length) bool, non-padding prompt tokens before the first visual token.
-    prompt: (batch, prompt_length) bool, non-padding prompt tokens after the last visual token.
+    prompt: (batch, prompt_length) bool, non-padding text tokens after the first visual token (with several images
+        or tiles, the tokens between them count here).
     grid: (rows, cols) of the image drawn in heat maps, or ``None`` when no grid is known (``grid_note`` says why).
     grid_tokens: (start, stop) on the visual axis of the tokens that tile ``grid`` (LLaVA-NeXT's base view,
         SmolVLM's global image), or ``None`` when all V tokens do.
@@ -117,7 +118,8 @@ class VisualSpan:
                           self.grid_note, self.grid_tokens)
 
     def on_grid(self, visual: torch.Tensor) -> torch.Tensor:
-        """Visual attention laid out on the image grid: (..., V) -> (..., rows, cols). Raises when no grid is known."""
+        """Visual attention (a tensor or array) laid out on the image grid: (..., V) -> (..., rows, cols). Raises when
+        no grid is known."""
         if self.grid is None:
             raise ValueError(f"these visual tokens cannot be drawn over the image: {self.grid_note}")
         if visual.shape[-1] != self.num_visual:

@@ -24,11 +24,7 @@ def on_grid(values: np.ndarray, grid) -> tuple[np.ndarray, tuple[int, int]]:
     or SmolVLM's global view) or a plain (rows, cols) when all V tokens tile it.
     """
     if isinstance(grid, VisualSpan):
-        if grid.grid is None:
-            raise ValueError(f"these visual tokens cannot be drawn over the image: {grid.grid_note}")
-        if grid.grid_tokens is not None:
-            values = values[..., grid.grid_tokens[0]:grid.grid_tokens[1]]
-        grid = grid.grid
+        return grid.on_grid(values), grid.grid
     if grid is None:
         raise ValueError("these visual tokens do not form one image grid, so they cannot be drawn over the image")
     rows, cols = grid
