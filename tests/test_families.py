@@ -187,3 +187,19 @@ def test_family_table_covers_every_family():
         "Qwen2VLForConditionalGeneration", "Qwen3VLForConditionalGeneration", "SmolVLMForConditionalGeneration"}
     for row in rows:
         assert row["fp16 GB"] == pytest.approx(2 * row["parameters (B)"], abs=0.1)
+
+
+def test_heat_maps_say_why_when_no_grid_is_known(tiny_dirs):
+    """Qwen without image_grid_thw (e.g. inputs_embeds built by hand): capture works, the plots explain."""
+    loaded = clva_lite.load_model(tiny_dirs["qwen2.5-vl"], device="cpu")
+    inputs = _inputs(loaded, 1)
+    from clva_lite.attention.spans import find_visual_span
+
+    span = find_visual_span(loaded.model, {k: v for k, v in inputs.items() if k != "image_grid_thw"})
+    assert span.grid is None and "image_grid_thw" in span.grid_note
+    with clva_lite.capture(loaded, inputs) as record:
+        loaded.model(**inputs)
+    with pytest.raises(ValueError, match="image_grid_thw"):
+        layer_heatmaps(record.visual[0, 0], span)
+    with pytest.raises(ValueError, match="image_grid_thw"):
+        span.on_grid(record.visual[0, 0])
