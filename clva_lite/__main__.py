@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--device", default=None)
     bench.add_argument("--dtype", default="float16", help="dtype for --random-weights-from-config")
     bench.add_argument("--out", default="runs/bench.json")
+    bench.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: torch's choice); never more than free cores when timing")
     for name in ("pope", "chair", "mme"):
         _benchmark_parser(commands, name)
     args = parser.parse_args(argv)
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
         results = run_benchmark(args.model, random_weights_from_config=args.random_weights_from_config,
                                 new_tokens=args.new_tokens, repeats=args.repeats, out=args.out,
-                                device=args.device, dtype=args.dtype)
+                                device=args.device, dtype=args.dtype, threads=args.threads)
         print(format_results(results))
         print(f"wrote {args.out}")
     elif args.command == "drift":

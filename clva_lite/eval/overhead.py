@@ -136,6 +136,7 @@ def benchmark(loaded_or_model, inputs, methods: dict, *, new_tokens: int = 64, r
                 else:
                     call()
     results = {"device": str(device), "dtype": str(next(model.parameters()).dtype), "new_tokens": new_tokens,
+               "torch_threads": torch.get_num_threads(),
                "repeats": repeats, "prompt_tokens": int(inputs["input_ids"].shape[1]), "methods": {}}
     for name in runners:
         ratios = [t / s for t, s in zip(times[name], times["stock SDPA"])]
@@ -200,8 +201,9 @@ def benchmark_heads(subject, inputs):
 
 
 def format_results(results: dict) -> str:
-    lines = [f"device={results['device']} dtype={results['dtype']} prompt_tokens={results['prompt_tokens']} "
-             f"new_tokens={results['new_tokens']} repeats={results['repeats']}",
+    lines = [f"device={results['device']} dtype={results['dtype']} torch_threads={results.get('torch_threads')} "
+             f"prompt_tokens={results['prompt_tokens']} new_tokens={results['new_tokens']} "
+             f"repeats={results['repeats']}",
              f"{'method':<22}{'median s':>10}{'time ratio':>12}{'peak MiB':>11}{'mem ratio':>11}"]
     for name, r in results["methods"].items():
         lines.append(f"{name:<22}{r['median_seconds']:>10.3f}{r['time_ratio']:>12.3f}"
@@ -211,8 +213,13 @@ def format_results(results: dict) -> str:
 
 def run_benchmark(model: str = "toy", *, random_weights_from_config: str | None = None, new_tokens: int = 64,
                   repeats: int = 5, out: str | Path | None = None, device: str | None = None,
-                  dtype: str = "float16") -> dict:
-    """Benchmark on the toy (or any ``load_model`` name), or on a random-weight model of a known shape."""
+                  dtype: str = "float16", threads: int | None = None) -> dict:
+    """Benchmark on the toy (or any ``load_model`` name), or on a random-weight model of a known shape.
+    ``threads``: torch's CPU threads for the run (default: torch's own choice); the results record the number."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads={threads} must be >= 1")
+        torch.set_num_threads(threads)
     if random_weights_from_config:
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         hf_model, inputs = random_weights_model(random_weights_from_config, device=target,
