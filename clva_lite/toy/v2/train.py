@@ -48,8 +48,11 @@ class TrainConfigV2:
     vision_steps: int = 2500
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    vision_pool: str = "mean"  # "cls" (CLIP's pooler), "mean" or "max" over post-layernormed patch tokens
+    vision_pool: str = "mean"  # "cls" (CLIP's pooler), "mean" or "max" over post-layernormed patch tokens, or
+    #                            "mil": captions as "mean", a phrase scored by its best-matching patch
     vision_phrase_weight: float = 1.0
+    vision_phrase_scale: float = 0.0  # 0: the phrase term shares CLIP's logit scale; > 0: its own (SigLIP: 10)
+    vision_phrase_bias: float = -2.0  # initial bias of the phrase logits (SigLIP: -10)
     # 2. language (text only)
     language_steps: int = 1500
     language_batch: int = 32
@@ -267,7 +270,7 @@ def _save_checkpoint(model, out: Path | None, k: int, config: TrainConfigV2, log
 
 _STAGE_FIELDS = {
     "vision": ("seed", "train_scenes", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
-               "vision_phrase_weight"),
+               "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias"),
     "language": ("language_steps", "language_batch", "language_lr", "language_mix", "language_turns", "language_loss",
                  "turns", "caption_share", "count_colour_share",
                  "groupmate_negative_share", "caption_noise"),
@@ -397,22 +400,26 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
         text_encoder = TextEncoder(len(texts.words))
         image_proj = torch.nn.Linear(width, 64)
         scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
-        phrase_bias = torch.nn.Parameter(torch.tensor(-2.0))
+        phrase_bias = torch.nn.Parameter(torch.tensor(config.vision_phrase_bias))
+        own_scale = config.vision_phrase_scale > 0
+        phrase_scale = torch.nn.Parameter(torch.tensor(float(np.log(config.vision_phrase_scale if own_scale else 1.0))))
         phrase_ids, phrase_attention, _ = texts.pad([texts.ids(f"a {c}") for c in CATEGORIES])
         present_table = torch.tensor([[c in s.categories for c in CATEGORIES] for s in images.scenes]).float()
 
-        def image_embedding(pixels):
+        def image_embedding(pixels) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """(pooled image embedding (B, 64), per-patch embeddings (B, V, 64) for ``vision_pool="mil"``)."""
             hidden = tower(pixel_values=pixels)
             if config.vision_pool == "cls":
-                pooled = hidden.pooler_output
-            else:
-                patches = getattr(tower, "vision_model", tower).post_layernorm(hidden.last_hidden_state[:, 1:])
-                pooled = patches.amax(1) if config.vision_pool == "max" else patches.mean(1)
-            return F.normalize(image_proj(pooled), dim=-1)
+                return F.normalize(image_proj(hidden.pooler_output), dim=-1), None
+            patches = getattr(tower, "vision_model", tower).post_layernorm(hidden.last_hidden_state[:, 1:])
+            if config.vision_pool == "mil":
+                return F.normalize(image_proj(patches.mean(1)), dim=-1), F.normalize(image_proj(patches), dim=-1)
+            pooled = patches.amax(1) if config.vision_pool == "max" else patches.mean(1)
+            return F.normalize(image_proj(pooled), dim=-1), None
 
         def vision_loss(step):
             idx = torch.from_numpy(rng.integers(n, size=config.vision_batch))
-            img = image_embedding(images.batch(idx))
+            img, patch_emb = image_embedding(images.batch(idx))
             ids, attention, _ = texts.pad([texts.ids(texts.caption(images.scenes[int(i)], noisy=False)) for i in idx])
             txt = text_encoder(ids, attention)
             logits = scale.exp().clamp(max=100) * img @ txt.T
@@ -421,13 +428,17 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
             extra = {"retrieval_acc": round(float((logits.argmax(1) == target).float().mean()), 3)}
             if config.vision_phrase_weight > 0:
                 phrases = text_encoder(phrase_ids, phrase_attention)
-                phrase_logits = scale.exp().clamp(max=100) * img @ phrases.T + phrase_bias
+                # "mil": a phrase matches an image through its best-matching patch (FILIP-like token-wise max)
+                similarity = img @ phrases.T if patch_emb is None else (patch_emb @ phrases.T).amax(1)
+                t = (phrase_scale if own_scale else scale).exp().clamp(max=100)
+                phrase_logits = t * similarity + phrase_bias
                 labels = present_table[idx]
                 loss = loss + config.vision_phrase_weight * F.binary_cross_entropy_with_logits(phrase_logits, labels)
                 extra["phrase_acc"] = round(float(((phrase_logits > 0).float() == labels).float().mean()), 3)
             return loss, extra
 
-        params = [*tower.parameters(), *text_encoder.parameters(), *image_proj.parameters(), scale, phrase_bias]
+        params = [*tower.parameters(), *text_encoder.parameters(), *image_proj.parameters(), scale, phrase_bias,
+                  *([phrase_scale] if own_scale else [])]
         _run_stage("vision", config.vision_steps, config.vision_lr, params, vision_loss, log)
         del text_encoder, image_proj
         if finish(0):

@@ -10,7 +10,7 @@ Rules (deterministic, no ``set`` iteration):
 * 3-6 objects per scene (a category may repeat, for counting questions).
 * Objects are 11-20 px (faint ones 8-12 px, opacity 0.3-0.45) in a 96 px image over textured noise with clutter
   strokes; objects may overlap partly.
-* 8 px patches: a 12 x 12 grid, 144 visual tokens.
+* 8 px patches: a 12 x 12 grid, 144 visual tokens; object centres sit on patch centres (``SNAP_TO_PATCHES``).
 * Splits reuse v1's disjoint seed ranges (``clva_lite.toy.world.SPLIT_SEED_BASE``); the generator is seeded with
   ``[seed, 2]`` so v2 scenes never replay v1 scenes.
 
@@ -54,6 +54,9 @@ FAINT_PROB = 0.2
 OBJECT_COUNT_PROBS = (0.25, 0.3, 0.25, 0.2)  # P(3), P(4), P(5), P(6) objects
 MIN_OBJECTS = 3
 GROUP_CAP = 2  # distinct members of one group per scene
+# Object centres on patch centres: a ViT's 8 px patch tokens then see each glyph cut the same way, instead of at one of
+# 64 sub-patch offsets (supervised presence AUC after 300 steps 0.81 snapped vs 0.56 free; clva_lite.toy.v2.diagnose).
+SNAP_TO_PATCHES = True
 
 
 @dataclass(frozen=True)
@@ -99,11 +102,18 @@ def _choose_categories(rng: np.random.Generator, n_objects: int) -> list[str]:
 
 
 def _place(rng: np.random.Generator, sizes: list[float]) -> list[tuple[float, float]]:
+    """Object centres, drawn until they are not too close; with ``SNAP_TO_PATCHES`` each centre is a patch centre,
+    so a glyph always falls on the 8 px patch grid the same way."""
     centres: list[tuple[float, float]] = []
     for size in sizes:
         for _ in range(200):
             half = size / 2 + 1
-            x, y = rng.uniform(half, IMAGE_SIZE - half, size=2)
+            if SNAP_TO_PATCHES:
+                low = int(np.ceil((half - PATCH_SIZE / 2) / PATCH_SIZE))
+                high = int((IMAGE_SIZE - half - PATCH_SIZE / 2) // PATCH_SIZE)
+                x, y = (PATCH_SIZE * rng.integers(low, high + 1, size=2) + PATCH_SIZE / 2).astype(float)
+            else:
+                x, y = rng.uniform(half, IMAGE_SIZE - half, size=2)
             if all(np.hypot(x - cx, y - cy) > 0.6 * (size + other) / 2 for (cx, cy), other in zip(centres, sizes)):
                 break
         centres.append((float(x), float(y)))

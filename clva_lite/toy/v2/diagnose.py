@@ -1,0 +1,203 @@
+"""Fast single-stage diagnostics for the v2 recipe (never used to train a model; calibration split only).
+
+    python -m clva_lite.toy.v2.diagnose vision --lr 1e-3 --steps 300 --pool mil [--labels colour] [--world free]
+    python -m clva_lite.toy.v2.diagnose language --lr 1e-3 --steps 1000 --layers 4 --turns 3
+
+* ``vision`` trains the v2 CLIP tower with a *supervised* image-level presence head (an upper bound for what the
+  image-level contrastive stage can teach it) and prints the training loss and the calibration mean ROC AUC every
+  100 steps. ``--pool``: ``cls`` / ``mean`` / ``max`` (pooled post-layernormed patches, then linear) or ``mil``
+  (per-patch logits, max over patches). ``--labels colour`` asks for colour presence instead of category presence.
+  ``--world free`` places objects anywhere (``SNAP_TO_PATCHES`` off, as before the snap), ``big`` scales them by 1.4
+  (both only here).
+* ``language`` trains the decoder alone on scene text + existence questions (answers-only loss, v2 wording) and
+  prints the calibration existence accuracy (yes vs no logit) every 100 steps.
+
+Both use one thread. Measurements from these loops are summarised in ``clva_lite/toy/v2/DIAGNOSIS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...progress import tqdm
+from ..questions import existence_question
+from ..world import COLOURS, Split
+from . import train as recipe
+from . import world as v2_world
+from .model import ModelConfig, build_untrained_model
+from .world import CATEGORIES, IMAGE_SIZE, Scene, generate_scene
+
+
+def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean per-column ROC AUC (columns with both classes only)."""
+    aucs = []
+    for k in range(labels.shape[1]):
+        pos, neg = scores[labels[:, k] > 0, k], scores[labels[:, k] == 0, k]
+        if len(pos) and len(neg):
+            aucs.append(float((pos[:, None] > neg[None, :]).float().mean()))
+    return float(np.mean(aucs))
+
+
+def _world_scene(world: str):
+    """A scene generator: the v2 world, its objects placed freely (``SNAP_TO_PATCHES`` off, the world before the
+    snap) or enlarged by 1.4 (both diagnostic only)."""
+    def generate(split, index: int) -> Scene:
+        snap = v2_world.SNAP_TO_PATCHES
+        v2_world.SNAP_TO_PATCHES = snap and world != "free"
+        try:
+            scene = generate_scene(split, index)
+        finally:
+            v2_world.SNAP_TO_PATCHES = snap
+        if world != "big":
+            return scene
+        objects = []
+        for o in scene.objects:
+            half = o.size * 0.7
+            objects.append(dataclasses.replace(o, size=o.size * 1.4, x=float(np.clip(o.x, half, IMAGE_SIZE - half)),
+                                               y=float(np.clip(o.y, half, IMAGE_SIZE - half))))
+        return dataclasses.replace(scene, objects=tuple(objects))
+    return generate
+
+
+def _render(n: int, split: Split, world: str) -> recipe.Images:
+    generate = _world_scene(world)
+    scenes = [generate(split, i) for i in tqdm(range(n), desc=f"render {split.value}", leave=False)]
+    pixels = torch.stack([torch.from_numpy(np.asarray(s.image(), dtype=np.uint8).copy()).permute(2, 0, 1)
+                          for s in scenes])
+    return recipe.Images(scenes, pixels)
+
+
+def vision_presence(lr: float = 1e-3, steps: int = 300, pool: str = "mil", labels: str = "category",
+                    world: str = "v2", n_train: int = 4000, batch: int = 64, warmup: int = 30) -> list[dict]:
+    """Supervised presence upper bound for the tower; returns one record per 100 steps."""
+    train, held = _render(n_train, Split.TRAIN, world), _render(300, Split.CALIBRATION, world)
+    names = list(COLOURS) if labels == "colour" else list(CATEGORIES)
+
+    def targets(images: recipe.Images) -> torch.Tensor:
+        key = (lambda s: {o.colour for o in s.objects}) if labels == "colour" else (lambda s: set(s.categories))
+        return torch.tensor([[c in key(s) for c in names] for s in images.scenes]).float()
+
+    y, y_held = targets(train), targets(held)
+    model = build_untrained_model(0)
+    model.config.vision_config._attn_implementation = "sdpa"
+    tower = model.model.vision_tower.train()
+    post_ln = getattr(tower, "vision_model", tower).post_layernorm
+    head = torch.nn.Linear(tower.config.hidden_size, len(names))
+
+    def logits(pixels: torch.Tensor) -> torch.Tensor:
+        out = tower(pixel_values=pixels)
+        patches = post_ln(out.last_hidden_state[:, 1:])
+        if pool == "cls":
+            return head(out.pooler_output)
+        if pool == "mil":
+            return head(patches).amax(1)
+        return head(patches.amax(1) if pool == "max" else patches.mean(1))
+
+    params = [*tower.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    rng, start, losses, records = np.random.default_rng(0), time.time(), [], []
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * step / steps))
+        idx = torch.from_numpy(rng.integers(n_train, size=batch))
+        loss = F.binary_cross_entropy_with_logits(logits(train.batch(idx)), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            tower.eval()
+            with torch.no_grad():
+                scores = torch.cat([logits(held.batch(slice(i, i + 100))) for i in range(0, 300, 100)])
+            tower.train()
+            records.append({"step": step + 1, "loss": round(float(np.mean(losses[-50:])), 4),
+                            "calibration_auc": round(_auc(scores, y_held), 3), "seconds": round(time.time() - start)})
+            print(records[-1], flush=True)
+    return records
+
+
+def text_existence(lr: float = 1e-3, steps: int = 1000, layers: int = 16, turns: int = 3, batch: int = 32,
+                   warmup: int = 50, n_train: int = 4000) -> list[dict]:
+    """The decoder alone on ``scene : ... . question : is there a X in the image ? answer : yes/no`` (answers-only
+    loss); returns one record per 100 steps with the calibration existence accuracy."""
+    rng = np.random.default_rng(0)
+    texts = recipe.Texts(rng, recipe.TrainConfigV2(language_loss="answers"))
+    words = texts.words
+    model = build_untrained_model(0, ModelConfig(layers=layers)).train()
+    for sub in (model.config, model.config.text_config):
+        sub._attn_implementation = "sdpa"
+    decoder = model.model.language_model
+    scenes = [generate_scene(Split.TRAIN, i) for i in range(n_train)]
+    held = [generate_scene(Split.CALIBRATION, i) for i in range(200)]
+
+    def document(scene: Scene) -> tuple[list[int], list[int]]:
+        ids = [words["<s>"]] + texts.ids(f"scene : {texts.scene_text(scene)}")
+        mask = [0] * len(ids)
+        for _ in range(turns):
+            present = rng.random() < 0.5
+            pool = scene.categories if present else [c for c in CATEGORIES if c not in scene.categories]
+            prompt = texts.ids(f"question : {existence_question(pool[int(rng.integers(len(pool)))])} answer :")
+            reply = texts.ids("yes ." if present else "no .") + [words["</s>"]]
+            ids, mask = ids + prompt + reply, mask + [0] * len(prompt) + [1] * len(reply)
+        return ids, mask
+
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=0.01)
+    start, losses, records = time.time(), [], []
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * step / steps))
+        docs = [document(scenes[i]) for i in rng.integers(n_train, size=batch)]
+        ids, attention, mask = texts.pad([d[0] for d in docs], [d[1] for d in docs])
+        hidden = decoder(inputs_embeds=model.get_input_embeddings()(ids), attention_mask=attention).last_hidden_state
+        logits = model.lm_head(hidden[:, :-1])
+        target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 100 == 0:
+            decoder.eval()
+            accuracy = recipe.existence_accuracy(model, None, held, texts, np.random.default_rng(1), as_text=True)
+            decoder.train()
+            records.append({"step": step + 1, "loss": round(float(np.mean(losses[-100:])), 4),
+                            "calibration_text_existence_acc": round(accuracy, 3),
+                            "seconds": round(time.time() - start)})
+            print(records[-1], flush=True)
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m clva_lite.toy.v2.diagnose", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    vision = commands.add_parser("vision")
+    vision.add_argument("--lr", type=float, default=1e-3)
+    vision.add_argument("--steps", type=int, default=300)
+    vision.add_argument("--pool", choices=("cls", "mean", "max", "mil"), default="mil")
+    vision.add_argument("--labels", choices=("category", "colour"), default="category")
+    vision.add_argument("--world", choices=("v2", "free", "big"), default="v2")
+    vision.add_argument("--train-scenes", type=int, default=4000)
+    language = commands.add_parser("language")
+    language.add_argument("--lr", type=float, default=1e-3)
+    language.add_argument("--steps", type=int, default=1000)
+    language.add_argument("--layers", type=int, default=16)
+    language.add_argument("--turns", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.command == "vision":
+        vision_presence(args.lr, args.steps, args.pool, args.labels, args.world, args.train_scenes)
+    else:
+        text_existence(args.lr, args.steps, args.layers, args.turns)
+
+
+if __name__ == "__main__":
+    main()
