@@ -233,15 +233,10 @@ class AttentionState:
         return entry["placed"]
 
     def _bias_entry(self, bias: torch.Tensor, attention_mask, heads: int, kv: int) -> dict:
-        last = self.step_cache.get("last bias")
-        if (last is not None and last["bias"] is bias and last["mask"] is attention_mask
-                and last["shape"] == (heads, kv)):
-            return last  # the same bias as the previous layer's (CLVA: one for all deep layers of a step)
         key = ("bias", id(bias), id(attention_mask), heads, kv)
         entry = self.step_cache.get(key)
         if entry is None or entry["bias"] is not bias or entry["mask"] is not attention_mask:
-            entry = self.step_cache[key] = {"bias": bias, "mask": attention_mask, "shape": (heads, kv)}  # held: ids
-        self.step_cache["last bias"] = entry  # stay unique
+            entry = self.step_cache[key] = {"bias": bias, "mask": attention_mask}  # held: ids stay unique
         return entry
 
 

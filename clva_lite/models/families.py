@@ -23,7 +23,6 @@ class Family:
     video_processor: str | None = None  # the stock processor class that also needs a video processor
     images_per_prompt_list: bool = False  # the processor takes one list of images per prompt
     chat: bool = True  # False: the prompt is "<image>" + question (PaliGemma's prefix format)
-    heat_map: str = "whole image"
 
     @property
     def contrastive(self) -> bool:
@@ -36,33 +35,27 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            ("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf", "llava-hf/llava-interleave-qwen-0.5b-hf"),
            "llava-llama"),
     Family("llava_next", "LLaVA-NeXT (1.6)", "LlavaNextForConditionalGeneration",
-           ("llava-hf/llava-v1.6-mistral-7b-hf", "llava-hf/llava-v1.6-vicuna-7b-hf"), "llava-next",
-           heat_map="base view (tiles and newline tokens skipped)"),
+           ("llava-hf/llava-v1.6-mistral-7b-hf", "llava-hf/llava-v1.6-vicuna-7b-hf"), "llava-next"),
     Family("llava_onevision", "LLaVA-OneVision", "LlavaOnevisionForConditionalGeneration",
            ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
-           "llava-onevision", video_processor="LlavaOnevisionProcessor",
-           heat_map="base view (tiles and newline tokens skipped)"),
+           "llava-onevision", video_processor="LlavaOnevisionProcessor"),
     Family("qwen2_vl", "Qwen2-VL", "Qwen2VLForConditionalGeneration",
-           ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct"), "qwen2-vl", video_processor="Qwen2VLProcessor",
-           heat_map="merged patch grid (image_grid_thw / 2)"),
+           ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct"), "qwen2-vl", video_processor="Qwen2VLProcessor"),
     Family("qwen2_5_vl", "Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration",
            ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"), "qwen2.5-vl",
-           video_processor="Qwen2_5_VLProcessor", heat_map="merged patch grid (image_grid_thw / 2)"),
+           video_processor="Qwen2_5_VLProcessor"),
     Family("qwen3_vl", "Qwen3-VL", "Qwen3VLForConditionalGeneration",
-           ("Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"), "qwen3-vl", video_processor="Qwen3VLProcessor",
-           heat_map="merged patch grid (image_grid_thw / 2)"),
+           ("Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"), "qwen3-vl", video_processor="Qwen3VLProcessor"),
     Family("gemma3", "Gemma 3", "Gemma3ForConditionalGeneration",
-           ("google/gemma-3-4b-it", "google/gemma-3-12b-it"), "gemma3", images_per_prompt_list=True,
-           heat_map="pooled grid (mm_tokens_per_image, 16 x 16)"),
+           ("google/gemma-3-4b-it", "google/gemma-3-12b-it"), "gemma3", images_per_prompt_list=True),
     Family("paligemma", "PaliGemma, PaliGemma 2", "PaliGemmaForConditionalGeneration",
            ("google/paligemma2-3b-mix-224", "google/paligemma-3b-mix-224"), "paligemma", chat=False),
     Family("idefics3", "SmolVLM, Idefics3", "Idefics3ForConditionalGeneration",
            ("HuggingFaceTB/SmolVLM-Instruct", "HuggingFaceTB/SmolVLM-256M-Instruct",
-            "HuggingFaceM4/Idefics3-8B-Llama3"), "idefics3", images_per_prompt_list=True,
-           heat_map="global view (tiles skipped)"),
+            "HuggingFaceM4/Idefics3-8B-Llama3"), "idefics3", images_per_prompt_list=True),
     Family("smolvlm", "SmolVLM2", "SmolVLMForConditionalGeneration",
            ("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"), "smolvlm",
-           video_processor="SmolVLMProcessor", images_per_prompt_list=True, heat_map="global view (tiles skipped)"),
+           video_processor="SmolVLMProcessor", images_per_prompt_list=True),
 )}
 
 
