@@ -7,7 +7,16 @@ import pytest
 import clva_lite
 from clva_lite.toy.v2 import questions as q2
 from clva_lite.toy.v2 import world as w2
-from clva_lite.toy.v2.train import STAGES, TrainConfigV2, tiny_training_config, train_toy_v2
+from clva_lite.toy.v2.model import build_processor, build_untrained_model, mimetic_init
+from clva_lite.toy.v2.train import (
+    STAGES,
+    Texts,
+    TrainConfigV2,
+    _same,
+    attribute_pair,
+    tiny_training_config,
+    train_toy_v2,
+)
 from clva_lite.toy.world import SPLIT_SEED_BASE, SPLIT_SIZE_LIMIT, Split
 
 
@@ -67,9 +76,9 @@ def test_tiny_recipe_runs_all_stages_and_loads(tiny_run):
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     assert size < 25e6
     scene = w2.generate_scene("calibration", 0)
-    inputs = loaded.inputs([scene.image()], ["is there a star in the image ?"])
+    inputs = loaded.inputs([scene.image()], [q2.existence_question("star")])
     assert int((inputs["input_ids"] == loaded.image_token_id).sum()) == 144
-    answers = loaded.generate([scene.image()], ["is there a star in the image ?"], max_new_tokens=3)
+    answers = loaded.generate([scene.image()], [q2.existence_question("star")], max_new_tokens=3)
     assert len(answers) == 1 and isinstance(answers[0], str)
     with clva_lite.capture(loaded, inputs) as rec:
         loaded.model(**inputs)
@@ -95,3 +104,48 @@ def test_the_variants_table_reads_the_committed_exploration(tmp_path):
     assert table["POPE random acc"].between(0, 1).all() and "A+ on-object" in table.columns
     with pytest.raises(FileNotFoundError, match="explore eval"):
         variants_frame(tmp_path / "none.json")
+
+
+def test_questions_end_with_the_object_word_and_the_prompt_has_no_answer_suffix():
+    processor = build_processor()
+    question = q2.existence_question("moon")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert prompt.split()[-4:] == ["is", "there", "a", "moon"]
+    assert q2.count_question("moon", 1).split()[-1] == "moon" and q2.count_question("moon", 3).endswith("three moons")
+    scene = next(s for s in w2.generate_scenes(Split.TRAIN, 50) if len({o.category for o in s.objects}) >= 3)
+    import numpy as np
+
+    true, false = attribute_pair(scene, "color", np.random.default_rng(0))
+    category, colour = true.split()[2], true.split()[3]
+    assert any(o.category == category and o.colour == colour for o in scene.objects)
+    assert false.split()[2] == category and false.split()[3] != colour
+    with pytest.raises(ValueError, match="unknown colour"):
+        q2.colour_question("moon", "teal")
+
+
+def test_mimetic_init_ties_keys_to_queries_in_every_decoder_layer():
+    model = build_untrained_model(0)
+    first = model.model.language_model.layers[0].self_attn
+    assert not first.q_proj.weight.equal(first.k_proj.weight)
+    mimetic_init(model, std=0.1)
+    for layer in model.model.language_model.layers:
+        assert layer.self_attn.q_proj.weight.equal(layer.self_attn.k_proj.weight)
+    assert 0.08 < float(first.q_proj.weight.std()) < 0.12
+    with pytest.raises(ValueError, match="decoder_init"):
+        train_toy_v2(TrainConfigV2.from_dict({**tiny_training_config().__dict__, "decoder_init": "xavier"}))
+
+
+def test_language_curriculum_shortens_early_documents():
+    import numpy as np
+
+    config = TrainConfigV2(language_curriculum=((10, 1, 1), (20, 2, 2)), language_turns=5)
+    texts = Texts(np.random.default_rng(0), config)
+    scene = next(s for s in w2.generate_scenes(Split.TRAIN, 20) if len(s.objects) >= 4)
+    early, turns = texts.curriculum(scene, 3)
+    assert len(early.objects) == 1 and turns == 1 and early.objects[0] in scene.objects
+    middle, turns = texts.curriculum(scene, 15)
+    assert len(middle.objects) == 2 and turns == 2
+    late, turns = texts.curriculum(scene, 20)
+    assert late == scene and turns == 5
+    assert _same(((1, 2), (3, 4)), [[1, 2], [3, 4]]) and not _same(((1, 2),), [[1, 3]])

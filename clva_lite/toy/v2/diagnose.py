@@ -1,7 +1,8 @@
 """Fast single-stage diagnostics for the v2 recipe (never used to train a model; calibration split only).
 
     python -m clva_lite.toy.v2.diagnose vision --lr 1e-3 --steps 300 --pool mil [--labels colour] [--world free]
-    python -m clva_lite.toy.v2.diagnose language --lr 1e-3 --steps 1000 --layers 4 --turns 3
+    python -m clva_lite.toy.v2.diagnose language --lr 1e-3 --steps 1000 --layers 4 --turns 3 \
+        [--wording object-last|answer-prompt] [--init default|mimetic] [--max-objects 1]
 
 * ``vision`` trains the v2 CLIP tower with a *supervised* image-level presence head (an upper bound for what the
   image-level contrastive stage can teach it) and prints the training loss and the calibration mean ROC AUC every
@@ -26,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from ...progress import tqdm
-from ..questions import existence_question
 from ..world import COLOURS, Split
 from . import train as recipe
 from . import world as v2_world
-from .model import ModelConfig, build_untrained_model
+from .model import ModelConfig, build_untrained_model, mimetic_init
+from .questions import existence_question
 from .world import CATEGORIES, IMAGE_SIZE, Scene, generate_scene
 
 
@@ -124,29 +125,60 @@ def vision_presence(lr: float = 1e-3, steps: int = 300, pool: str = "mil", label
 
 
 def text_existence(lr: float = 1e-3, steps: int = 1000, layers: int = 16, turns: int = 3, batch: int = 32,
-                   warmup: int = 50, n_train: int = 4000) -> list[dict]:
-    """The decoder alone on ``scene : ... . question : is there a X in the image ? answer : yes/no`` (answers-only
-    loss); returns one record per 100 steps with the calibration existence accuracy."""
+                   warmup: int = 50, n_train: int = 4000, wording: str = "object-last", init: str = "default",
+                   max_objects: int | None = None) -> list[dict]:
+    """The decoder alone on ``scene : ... . question : <existence question> yes/no`` (answers-only loss); returns one
+    record per 100 steps with the calibration existence accuracy (yes vs no logit; held-out scenes keep all their
+    objects). ``wording``: ``"object-last"`` (v2's ``"is there a X"``) or ``"answer-prompt"`` (v1's ``"is there a X
+    in the image ? answer :"``); ``init``: ``"default"`` or ``"mimetic"`` (``model.mimetic_init``); ``max_objects``
+    keeps that many objects of each training scene (the curriculum's first phase)."""
+    if wording not in ("object-last", "answer-prompt"):
+        raise ValueError(f"wording must be 'object-last' or 'answer-prompt', not {wording!r}")
     rng = np.random.default_rng(0)
     texts = recipe.Texts(rng, recipe.TrainConfigV2(language_loss="answers"))
     words = texts.words
     model = build_untrained_model(0, ModelConfig(layers=layers)).train()
+    if init == "mimetic":
+        mimetic_init(model)
     for sub in (model.config, model.config.text_config):
         sub._attn_implementation = "sdpa"
     decoder = model.model.language_model
     scenes = [generate_scene(Split.TRAIN, i) for i in range(n_train)]
     held = [generate_scene(Split.CALIBRATION, i) for i in range(200)]
 
+    def prompt(category: str) -> str:
+        if wording == "object-last":
+            return f"question : {existence_question(category)}"
+        return f"question : is there a {category} in the image ? answer :"
+
+    def draw(scene: Scene, r: np.random.Generator) -> tuple[str, bool]:
+        present = r.random() < 0.5
+        pool = scene.categories if present else [c for c in CATEGORIES if c not in scene.categories]
+        return pool[int(r.integers(len(pool)))], present
+
     def document(scene: Scene) -> tuple[list[int], list[int]]:
+        if max_objects is not None and len(scene.objects) > max_objects:
+            keep = sorted(rng.choice(len(scene.objects), size=max_objects, replace=False))
+            scene = dataclasses.replace(scene, objects=tuple(scene.objects[k] for k in keep))
         ids = [words["<s>"]] + texts.ids(f"scene : {texts.scene_text(scene)}")
         mask = [0] * len(ids)
         for _ in range(turns):
-            present = rng.random() < 0.5
-            pool = scene.categories if present else [c for c in CATEGORIES if c not in scene.categories]
-            prompt = texts.ids(f"question : {existence_question(pool[int(rng.integers(len(pool)))])} answer :")
+            category, present = draw(scene, rng)
+            asked = texts.ids(prompt(category))
             reply = texts.ids("yes ." if present else "no .") + [words["</s>"]]
-            ids, mask = ids + prompt + reply, mask + [0] * len(prompt) + [1] * len(reply)
+            ids, mask = ids + asked + reply, mask + [0] * len(asked) + [1] * len(reply)
         return ids, mask
+
+    @torch.no_grad()
+    def accuracy() -> float:
+        r, right = np.random.default_rng(1), []
+        for scene in held:
+            category, present = draw(scene, r)
+            ids = [words["<s>"]] + texts.ids(f"scene : {texts.scene_text(scene)} {prompt(category)}")
+            hidden = decoder(inputs_embeds=model.get_input_embeddings()(torch.tensor([ids]))).last_hidden_state
+            logits = model.lm_head(hidden[:, -1])[0]
+            right.append(bool(logits[words["yes"]] > logits[words["no"]]) == present)
+        return float(np.mean(right))
 
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=0.01)
     start, losses, records = time.time(), [], []
@@ -166,10 +198,10 @@ def text_existence(lr: float = 1e-3, steps: int = 1000, layers: int = 16, turns:
         losses.append(float(loss.detach()))
         if (step + 1) % 100 == 0:
             decoder.eval()
-            accuracy = recipe.existence_accuracy(model, None, held, texts, np.random.default_rng(1), as_text=True)
+            held_out = accuracy()
             decoder.train()
             records.append({"step": step + 1, "loss": round(float(np.mean(losses[-100:])), 4),
-                            "calibration_text_existence_acc": round(accuracy, 3),
+                            "calibration_text_existence_acc": round(held_out, 3),
                             "seconds": round(time.time() - start)})
             print(records[-1], flush=True)
     return records
@@ -191,12 +223,16 @@ def main(argv: list[str] | None = None) -> None:
     language.add_argument("--steps", type=int, default=1000)
     language.add_argument("--layers", type=int, default=16)
     language.add_argument("--turns", type=int, default=3)
+    language.add_argument("--wording", choices=("object-last", "answer-prompt"), default="object-last")
+    language.add_argument("--init", choices=("default", "mimetic"), default="default")
+    language.add_argument("--max-objects", type=int, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "vision":
         vision_presence(args.lr, args.steps, args.pool, args.labels, args.world, args.train_scenes)
     else:
-        text_existence(args.lr, args.steps, args.layers, args.turns)
+        text_existence(args.lr, args.steps, args.layers, args.turns, wording=args.wording, init=args.init,
+                       max_objects=args.max_objects)
 
 
 if __name__ == "__main__":

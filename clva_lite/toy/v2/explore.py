@@ -42,6 +42,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                     {"vision_steps": 1800, "vision_lr": 1e-3, "vision_pool": "max", "language_steps": 700,
                      "language_lr": 2e-3, "language_mix": [0.2, 0.2, 0.6], "language_turns": 2,
                      "language_loss": "answers", "instruct_steps": 300}),
+    "F-object-last": ("recipe defaults at reduced scale after the diagnosis: questions end with the object word (no "
+                      "'answer :'), mimetic q/k init of the decoder, phrase logit scale 30, object-count curriculum "
+                      "in the language stage, 12 questions per scene text", {}),
+    "G-align-qa": ("F with the align stage on instruct's conversation mix (captions and questions, projector only) "
+                   "instead of captions alone", {"align_task": "conversation"}),
 }
 
 

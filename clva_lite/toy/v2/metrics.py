@@ -22,8 +22,7 @@ from ...analysis.grounding import on_object_share
 from ...attention.capture import capture
 from ...attention.heads import DEFAULT_BANDS, HeadClasses, band_layers, fit_head_classes, normalised_entropy
 from ...eval.benchmarks import ObjectVocabulary, bootstrap_ci, chair_metrics, parse_pope_answer, pope_metrics
-from ..model import CAPTION_REQUEST
-from ..questions import POPE_SAMPLINGS, existence_question
+from ..questions import POPE_SAMPLINGS
 from ..world import Split
 
 POPE_START, PROMPT_START, CAPTION_START = 0, 1000, 2000
@@ -39,6 +38,8 @@ class WorldView:
     generate_scene: Callable
     pope_questions: Callable
     object_masks: Callable  # scenes -> (N, V) bool
+    existence_question: Callable  # category -> question text (the world's wording)
+    caption_request: str
 
 
 def world_view(version: str) -> WorldView:
@@ -46,15 +47,20 @@ def world_view(version: str) -> WorldView:
         from ...analysis.grounding import object_patch_masks
         from .. import questions as q1
         from .. import world as w1
+        from ..model import CAPTION_REQUEST
 
-        return WorldView("v1", w1.CATEGORIES, w1.PLURALS, w1.generate_scene, q1.pope_questions, object_patch_masks)
+        return WorldView("v1", w1.CATEGORIES, w1.PLURALS, w1.generate_scene, q1.pope_questions, object_patch_masks,
+                         q1.existence_question, CAPTION_REQUEST)
     from . import questions as q2
     from . import world as w2
 
     def masks(scenes):
         return torch.stack([torch.as_tensor(w2.object_patch_mask(s)) for s in scenes])
 
-    return WorldView("v2", w2.CATEGORIES, w2.PLURALS, w2.generate_scene, q2.pope_questions, masks)
+    from .model import CAPTION_REQUEST
+
+    return WorldView("v2", w2.CATEGORIES, w2.PLURALS, w2.generate_scene, q2.pope_questions, masks,
+                     q2.existence_question, CAPTION_REQUEST)
 
 
 def _ci(values: np.ndarray, clusters: np.ndarray, seed: int = 0) -> dict:
@@ -132,7 +138,7 @@ def chair_scores(loaded, world: WorldView, n: int, batch_size: int = 32) -> dict
     for start in range(CAPTION_START, CAPTION_START + n, batch_size):
         batch = [world.generate_scene(Split.CALIBRATION, i) for i in range(start, min(start + batch_size,
                                                                                     CAPTION_START + n))]
-        captions += loaded.generate([s.image() for s in batch], [CAPTION_REQUEST] * len(batch), max_new_tokens=40)
+        captions += loaded.generate([s.image() for s in batch], [world.caption_request] * len(batch), max_new_tokens=40)
         truths += [list(s.categories) for s in batch]
         scenes += [s.index for s in batch]
     result = chair_metrics(captions, truths, vocab)
@@ -215,7 +221,7 @@ def correlations_by_outcome(visual: torch.Tensor, records: list[dict], classes: 
 def measure(loaded, world: WorldView, *, pope_scenes: int = 64, n_prompts: int = 96, n_captions: int = 64) -> dict:
     start = time.time()
     scenes = [world.generate_scene(Split.CALIBRATION, i) for i in range(PROMPT_START, PROMPT_START + n_prompts)]
-    questions = [existence_question(world.categories[i % len(world.categories)]) for i in range(n_prompts)]
+    questions = [world.existence_question(world.categories[i % len(world.categories)]) for i in range(n_prompts)]
     visual, shares = record_prefill(loaded, [s.image() for s in scenes], questions, desc="calibration prompts")
     masks = world.object_masks(scenes)
     num_layers = visual.shape[1]

@@ -2,6 +2,8 @@
 statistics from v2's train split), training questions.
 
 * **Caption**: v1's :func:`clva_lite.toy.questions.caption` (objects left to right, ``"a {colour} {category}"``).
+* **Wording**: every question ends with the word it asks about (``"is there a star"``, ``"are there two stars"``,
+  ``"is the star red"``), and the answer follows it (``clva_lite.toy.v2.model.CHAT_TEMPLATE`` has no ``answer :``).
 * **POPE**: scenes with >= 3 objects (all v2 scenes); up to 3 distinct present categories are positives, each
   paired with one absent category: *random* (uniform among absent), *popular* (most frequent absent on the train
   split), *adversarial* (absent category co-occurring most with that positive on the train split). Negatives
@@ -15,14 +17,35 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..questions import POPE_SAMPLINGS, ToyQuestion, caption, cooccurrence_counts, existence_question
-from ..world import Split, as_split
-from .world import CATEGORIES, GROUP_OF, Scene, generate_scene, generate_scenes
+from ..questions import NUMBER_WORDS, POPE_SAMPLINGS, ToyQuestion, caption, cooccurrence_counts
+from ..world import COLOURS, Split, as_split
+from .world import CATEGORIES, GROUP_OF, PLURALS, Scene, generate_scene, generate_scenes
 
 STATS_SCENES = 4000
 
 __all__ = ["POPE_SAMPLINGS", "V2Question", "adversarial_groupmate_share", "calibration_prompts", "caption",
-           "existence_question", "pope_questions", "train_statistics"]
+           "count_question", "existence_question", "pope_questions", "train_statistics"]
+
+
+def existence_question(category: str) -> str:
+    """``"is there a star"``: the object word last, the answer right after it."""
+    return f"is there a {category}"
+
+
+def count_question(category: str, k: int) -> str:
+    """``"is there one star"`` / ``"are there two stars"``."""
+    return f"is there one {category}" if k == 1 else f"are there {NUMBER_WORDS[k]} {PLURALS[category]}"
+
+
+def colour_question(category: str, colour: str) -> str:
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; use one of {tuple(COLOURS)}")
+    return f"is the {category} {colour}"
+
+
+def position_question(left: str, right: str) -> str:
+    """``"is the star on the left of the moon"``."""
+    return f"is the {left} on the left of the {right}"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from ...progress import tqdm
-from ..questions import NUMBER_WORDS, _mme_pair, caption, existence_question
+from ..questions import caption
 from ..train import _run_stage, language_loss
-from ..world import Split
-from .model import CAPTION_REQUEST, ModelConfig, build_processor, build_untrained_model, vocabulary
-from .world import CATEGORIES, NUM_VISUAL_TOKENS, PARTNERS, PLURALS, Scene, generate_scene
+from ..world import COLOURS, Split
+from .model import CAPTION_REQUEST, ModelConfig, build_processor, build_untrained_model, mimetic_init, vocabulary
+from .questions import colour_question, count_question, existence_question, position_question
+from .world import CATEGORIES, NUM_VISUAL_TOKENS, PARTNERS, Scene, generate_scene
 
 STAGES = ("vision", "language", "align", "instruct")
 
@@ -45,35 +46,47 @@ class TrainConfigV2:
     threads: int = 2
     model: dict = field(default_factory=lambda: asdict(ModelConfig()))
     # 1. vision (CLIP-like)
-    vision_steps: int = 2500
+    vision_steps: int = 800
     vision_batch: int = 64
-    vision_lr: float = 2e-3
-    vision_pool: str = "mean"  # "cls" (CLIP's pooler), "mean" or "max" over post-layernormed patch tokens, or
+    vision_lr: float = 1e-3
+    vision_pool: str = "mil"  # "cls" (CLIP's pooler), "mean" or "max" over post-layernormed patch tokens, or
     #                            "mil": captions as "mean", a phrase scored by its best-matching patch
     vision_phrase_weight: float = 1.0
-    vision_phrase_scale: float = 0.0  # 0: the phrase term shares CLIP's logit scale; > 0: its own (SigLIP: 10)
-    vision_phrase_bias: float = -2.0  # initial bias of the phrase logits (SigLIP: -10)
+    # the phrase term's own logit scale (0: share CLIP's) and initial bias; SigLIP uses 10 / -10, but on normalised
+    # embeddings a scale of 10 with bias -10 keeps every phrase logit <= 0 until the scale grows (probe AUC after 600
+    # steps: 0.70 with 10, 0.80 with 30; DIAGNOSIS.md)
+    vision_phrase_scale: float = 30.0
+    vision_phrase_bias: float = -10.0
+    vision_caption: str = "objects"  # "full": the caption ("a red star and ..."); "objects": its nouns only, left to
+    #                               right ("a star and a moon ."), so colours cannot solve the retrieval alone
     # 2. language (text only)
-    language_steps: int = 1500
+    language_steps: int = 1100
     language_batch: int = 32
     language_lr: float = 1e-3
-    language_mix: tuple = (0.3, 0.25, 0.45)  # P(caption alone), P(scene text + caption), P(scene text + questions)
-    language_turns: int = 3  # questions per scene-text document
-    language_loss: str = "all"  # "all" tokens (plain LM) or "answers" (scene documents supervise their answers only,
-    #                             like the conversation fine-tuning of LLaVA's Vicuna; captions alone keep all tokens)
+    decoder_init: str = "mimetic"  # "mimetic" (W_K = W_Q per head, model.mimetic_init) or "default" (Hugging Face's)
+    mimetic_std: float = 0.1
+    language_mix: tuple = (0.2, 0.1, 0.7)  # P(caption alone), P(scene text + caption), P(scene text + questions)
+    language_turns: int = 12  # questions per scene-text document
+    # (until_step, max_objects, turns): short scene texts first (with one object, "is there a X" is a comparison of
+    # two words; the 16-layer decoder learns that first, then longer lists)
+    language_curriculum: tuple = ((150, 1, 1), (300, 2, 2))
+    # "all" tokens (plain LM) or "answers" (scene documents supervise their answers only, like the conversation
+    # fine-tuning of LLaVA's Vicuna; captions alone keep all tokens)
+    language_loss: str = "answers"
     # 3. align (projector only)
     align_steps: int = 200
     align_batch: int = 16
     align_lr: float = 2e-3
+    align_task: str = "caption"  # "caption" (LLaVA stage 1: image -> caption) or "conversation" (instruct's mix)
     # 4. instruct (projector + decoder)
-    instruct_steps: int = 1100
+    instruct_steps: int = 700
     instruct_batch: int = 16
     instruct_lr: float = 5e-4
     turns: int = 3
     caption_share: float = 0.3
     count_colour_share: float = 0.15
     groupmate_negative_share: float = 0.0  # share of absent-object questions asking about an absent group-mate
-    caption_noise: float = 0.0  # P(a training caption also names an absent group-mate)
+    caption_noise: float = 0.1  # P(a training caption also names an absent group-mate)
     held_out_scenes: int = 200
 
     @classmethod
@@ -121,18 +134,31 @@ def render_images(n: int, split: Split = Split.TRAIN) -> Images:
 
 
 def count_pair(scene: Scene, rng: np.random.Generator) -> tuple[str, str] | None:
-    """(true count question, false count question) about one present category (v1's wording, v2's plurals)."""
+    """(true count question, false count question) about one present category."""
     category = scene.categories[int(rng.integers(len(scene.categories)))]
     n = scene.count(category)
     if n > 4:
         return None
     m = [k for k in range(1, 5) if k != n][int(rng.integers(3))]
+    return count_question(category, n), count_question(category, m)
 
-    def ask(k: int) -> str:
-        noun = category if k == 1 else PLURALS[category]
-        return f"{'is' if k == 1 else 'are'} there {NUMBER_WORDS[k]} {noun} in the image ?"
 
-    return ask(n), ask(m)
+def attribute_pair(scene: Scene, subtask: str, rng: np.random.Generator) -> tuple[str, str] | None:
+    """(true, false) question about colour or left/right position of objects whose category appears once."""
+    singles = [o for o in scene.objects if scene.count(o.category) == 1]
+    if subtask == "color":
+        if not singles:
+            return None
+        obj = singles[int(rng.integers(len(singles)))]
+        others = [c for c in COLOURS if c != obj.colour]
+        return (colour_question(obj.category, obj.colour),
+                colour_question(obj.category, others[int(rng.integers(len(others)))]))
+    pairs = [(a, b) for k, a in enumerate(singles) for b in singles[k + 1:] if abs(a.x - b.x) >= 12]
+    if not pairs:
+        return None
+    a, b = pairs[int(rng.integers(len(pairs)))]
+    left, right = (a, b) if a.x < b.x else (b, a)
+    return position_question(left.category, right.category), position_question(right.category, left.category)
 
 
 class Texts:
@@ -158,6 +184,15 @@ class Texts:
                 text = text[:-2] + f" and a {colour} {ghost} ."
         return text
 
+    def vision_caption(self, scene: Scene) -> str:
+        """The contrastive stage's text for ``scene`` (``vision_caption``: "full" or "objects"), never noisy."""
+        if self.config.vision_caption == "full":
+            return caption(scene)
+        if self.config.vision_caption != "objects":
+            raise ValueError(f"vision_caption must be 'full' or 'objects', not {self.config.vision_caption!r}")
+        ordered = sorted(scene.objects, key=lambda o: (o.x, o.y))
+        return " and ".join(f"a {o.category}" for o in ordered) + " ."
+
     def question(self, scene: Scene) -> tuple[str, str]:
         """One (question, answer) about a scene: caption request, count/colour/position, or existence."""
         draw = self.rng.random()
@@ -165,7 +200,7 @@ class Texts:
             return CAPTION_REQUEST, self.caption(scene)
         if draw < self.config.caption_share + self.config.count_colour_share:
             subtask = ("count", "position", "color")[int(self.rng.integers(3))]
-            pair = count_pair(scene, self.rng) if subtask == "count" else _mme_pair(scene, subtask, self.rng)
+            pair = count_pair(scene, self.rng) if subtask == "count" else attribute_pair(scene, subtask, self.rng)
             if pair is not None:
                 k = int(self.rng.integers(2))
                 return pair[k], ("yes ." if k == 0 else "no .")
@@ -182,22 +217,34 @@ class Texts:
         order = self.rng.permutation(len(scene.objects))
         return " and ".join(f"a {scene.objects[k].colour} {scene.objects[k].category}" for k in order) + " ."
 
-    def text_document(self, scene: Scene) -> tuple[list[int], list[int]]:
+    def curriculum(self, scene: Scene, step: int | None) -> tuple[Scene, int]:
+        """(scene, questions per document) at language step ``step``: ``language_curriculum`` rows
+        ``(until_step, max_objects, turns)`` keep a random subset of the objects and fewer questions early on."""
+        for until, max_objects, turns in self.config.language_curriculum:
+            if step is not None and step < until:
+                if len(scene.objects) > max_objects:
+                    keep = sorted(self.rng.choice(len(scene.objects), size=max_objects, replace=False))
+                    scene = replace(scene, objects=tuple(scene.objects[k] for k in keep))
+                return scene, turns
+        return scene, self.config.language_turns
+
+    def text_document(self, scene: Scene, step: int | None = None) -> tuple[list[int], list[int]]:
         """One language pre-training document (no image) and its loss mask: caption alone, scene + caption, or
         scene + questions. With ``language_loss="answers"`` scene documents supervise their answers only."""
+        scene, turns = self.curriculum(scene, step)
         kind = self.rng.random()
         alone, with_caption, _ = self.config.language_mix
         answers_only = self.config.language_loss == "answers"
         ids, mask = [self.words["<s>"]], [0]
         if kind < alone:
-            part = self.ids(f"question : {CAPTION_REQUEST} answer : {self.caption(scene)}") + [self.words["</s>"]]
+            part = self.ids(f"question : {CAPTION_REQUEST} {self.caption(scene)}") + [self.words["</s>"]]
             return ids + part, mask + [1] * len(part)
         part = self.ids(f"scene : {self.scene_text(scene)}")
         ids, mask = ids + part, mask + [0 if answers_only else 1] * len(part)
         captioning = kind < alone + with_caption
-        for _ in range(1 if captioning else self.config.language_turns):
+        for _ in range(1 if captioning else turns):
             q, a = (CAPTION_REQUEST, self.caption(scene)) if captioning else self.question(scene)
-            prompt, reply = self.ids(f"question : {q} answer :"), self.ids(a) + [self.words["</s>"]]
+            prompt, reply = self.ids(f"question : {q}"), self.ids(a) + [self.words["</s>"]]
             ids += prompt + reply
             mask += [0 if answers_only else 1] * len(prompt) + [1] * len(reply)
         return ids, mask
@@ -207,7 +254,7 @@ class Texts:
         loss = [0] * len(ids)
         for _ in range(turns):
             q, a = (CAPTION_REQUEST, self.caption(scene)) if caption_only else self.question(scene)
-            prompt = self.ids(f"question : {q} answer :")
+            prompt = self.ids(f"question : {q}")
             reply = self.ids(a) + [self.words["</s>"]]
             ids += prompt + reply
             loss += [0] * len(prompt) + [1] * len(reply)
@@ -270,11 +317,12 @@ def _save_checkpoint(model, out: Path | None, k: int, config: TrainConfigV2, log
 
 _STAGE_FIELDS = {
     "vision": ("seed", "train_scenes", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
-               "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias"),
-    "language": ("language_steps", "language_batch", "language_lr", "language_mix", "language_turns", "language_loss",
+               "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias", "vision_caption"),
+    "language": ("language_steps", "language_batch", "language_lr", "decoder_init", "mimetic_std", "language_mix",
+                 "language_turns", "language_curriculum", "language_loss",
                  "turns", "caption_share", "count_colour_share",
                  "groupmate_negative_share", "caption_noise"),
-    "align": ("align_steps", "align_batch", "align_lr"),
+    "align": ("align_steps", "align_batch", "align_lr", "align_task"),
     "instruct": ("instruct_steps", "instruct_batch", "instruct_lr", "held_out_scenes"),
 }
 
@@ -292,7 +340,10 @@ def _compatible(saved: dict, config: TrainConfigV2, k: int) -> bool:
 
 
 def _same(a, b) -> bool:
-    return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+    """Equality that treats lists and tuples alike, at any depth (JSON configs hold lists)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def _last_checkpoint(out: Path | None, config: TrainConfigV2) -> tuple[int, dict | None]:
@@ -340,11 +391,11 @@ def existence_accuracy(model, slots: torch.Tensor | None, scenes: list[Scene], t
         pool = scene.categories if present else [c for c in CATEGORIES if c not in scene.categories]
         question = existence_question(pool[int(rng.integers(len(pool)))])
         if as_text:
-            ids = [words["<s>"]] + texts.ids(f"scene : {texts.scene_text(scene)} question : {question} answer :")
+            ids = [words["<s>"]] + texts.ids(f"scene : {texts.scene_text(scene)} question : {question}")
             embeds = model.get_input_embeddings()(torch.tensor([ids]))
         else:
             ids = [words["<s>"]] + [words["<image>"]] * NUM_VISUAL_TOKENS + texts.ids(
-                f"question : {question} answer :")
+                f"question : {question}")
             ids_t = torch.tensor([ids])
             embeds = model.get_input_embeddings()(ids_t)
             embeds = embeds.masked_scatter((ids_t == model.config.image_token_id).unsqueeze(-1), slots[k:k + 1])
@@ -420,7 +471,7 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
         def vision_loss(step):
             idx = torch.from_numpy(rng.integers(n, size=config.vision_batch))
             img, patch_emb = image_embedding(images.batch(idx))
-            ids, attention, _ = texts.pad([texts.ids(texts.caption(images.scenes[int(i)], noisy=False)) for i in idx])
+            ids, attention, _ = texts.pad([texts.ids(texts.vision_caption(images.scenes[int(i)])) for i in idx])
             txt = text_encoder(ids, attention)
             logits = scale.exp().clamp(max=100) * img @ txt.T
             target = torch.arange(len(idx))
@@ -450,10 +501,14 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
     if done < 1:
         rng = stage_rng(1)
         texts = Texts(rng, config)
+        if config.decoder_init == "mimetic":
+            mimetic_init(model, config.mimetic_std, config.seed)
+        elif config.decoder_init != "default":
+            raise ValueError(f"decoder_init must be 'mimetic' or 'default', not {config.decoder_init!r}")
 
         def text_loss(step):
             idx = rng.integers(n, size=config.language_batch)
-            docs = [texts.text_document(images.scenes[i]) for i in idx]
+            docs = [texts.text_document(images.scenes[i], step) for i in idx]
             ids, attention, mask = texts.pad([d[0] for d in docs], [d[1] for d in docs])
             embeds = model.get_input_embeddings()(ids)
             hidden = decoder(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
@@ -485,10 +540,14 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
         rng = stage_rng(2)
         texts = Texts(rng, config)
         decoder.requires_grad_(False)
+        if config.align_task not in ("caption", "conversation"):
+            raise ValueError(f"align_task must be 'caption' or 'conversation', not {config.align_task!r}")
+        captions = config.align_task == "caption"
 
         def align_loss(step):
             idx = torch.from_numpy(rng.integers(n, size=config.align_batch))
-            rows = [texts.conversation(images.scenes[int(i)], 1, caption_only=True) for i in idx]
+            rows = [texts.conversation(images.scenes[int(i)], 1 if captions else config.turns, caption_only=captions)
+                    for i in idx]
             ids, attention, mask = texts.pad([r[0] for r in rows], [r[1] for r in rows])
             return language_loss(model, ids, attention, mask, projected(idx))
 
