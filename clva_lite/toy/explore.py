@@ -24,17 +24,27 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "explore"
 TABLE = ROOT / "data" / "toy-variants.json"
 
-# The scale explored since session 7, equal to TrainConfig's defaults except the thread count.
+# Reduced scale: about 20 minutes on one thread.
 EXPLORE_BASE = dict(train_scenes=4000, threads=1, vision_steps=800, vision_batch=64, language_steps=500,
                     language_batch=32, align_steps=80, align_batch=16, instruct_steps=350, instruct_batch=16,
                     held_out_scenes=100)
 
-# Variants still reproducible with this code. Rows measured with retired code ("v1", "A-base", "E-vision-lm") keep
-# their own description and overrides in the table.
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "F-object-last": ("the recipe after the diagnosis, which became TrainConfig's defaults (one thread): questions "
-                      "end with the object word (no 'answer :'), mimetic q/k init of the decoder, phrase logit scale "
-                      "30, object-count curriculum in the language stage, 12 questions per scene text", {}),
+    "A-base": ("recipe defaults at reduced scale (mean-pooled CLIP-like vision, caption + phrase contrastive; "
+               "faint objects named; no caption noise)", {}),
+    "B-noise": ("A + caption noise 0.1 (a caption names an absent group-mate) and 30 % of 'no' questions about "
+                "absent group-mates", {"caption_noise": 0.1, "groupmate_negative_share": 0.3}),
+    "C-cls": ("A with CLIP's CLS pooling for the contrastive stage (vision_pool='cls')", {"vision_pool": "cls"}),
+    "D-longer": ("A with 2x instruct steps", {"instruct_steps": 700}),
+    "E-vision-lm": ("A with most of the budget moved to the vision stage (1800 steps, lr 1e-3, max-pooled "
+                    "contrastive embedding) and a QA-heavy language stage (700 steps, lr 2e-3, mix 0.2/0.2/0.6, "
+                    "2 questions per scene text, answers-only loss on scene documents); instruct 300 steps",
+                    {"vision_steps": 1800, "vision_lr": 1e-3, "vision_pool": "max", "language_steps": 700,
+                     "language_lr": 2e-3, "language_mix": [0.2, 0.2, 0.6], "language_turns": 2,
+                     "language_loss": "answers", "instruct_steps": 300}),
+    "F-object-last": ("recipe defaults at reduced scale after the diagnosis: questions end with the object word (no "
+                      "'answer :'), mimetic q/k init of the decoder, phrase logit scale 30, object-count curriculum "
+                      "in the language stage, 12 questions per scene text", {}),
     "G-align-qa": ("F with the align stage on instruct's conversation mix (captions and questions, projector only) "
                    "instead of captions alone", {"align_task": "conversation"}),
 }

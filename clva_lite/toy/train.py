@@ -62,7 +62,7 @@ class TrainConfig:
     vision_caption: str = "objects"  # "full": the caption ("a red star and ..."); "objects": its nouns only, left to
     #                               right ("a star and a moon ."), so colours cannot solve the retrieval alone
     # 2. language (text only)
-    language_steps: int = 500
+    language_steps: int = 800
     language_batch: int = 32
     language_lr: float = 1e-3
     decoder_init: str = "mimetic"  # "mimetic" (W_K = W_Q per head, model.mimetic_init) or "default" (Hugging Face's)
@@ -76,12 +76,12 @@ class TrainConfig:
     # fine-tuning of LLaVA's Vicuna; captions alone keep all tokens)
     language_loss: str = "answers"
     # 3. align (projector only)
-    align_steps: int = 80
+    align_steps: int = 150
     align_batch: int = 16
     align_lr: float = 2e-3
     align_task: str = "caption"  # "caption" (LLaVA stage 1: image -> caption) or "conversation" (instruct's mix)
     # 4. instruct (projector + decoder)
-    instruct_steps: int = 350
+    instruct_steps: int = 600
     instruct_batch: int = 16
     instruct_lr: float = 5e-4
     turns: int = 3
@@ -89,7 +89,7 @@ class TrainConfig:
     count_colour_share: float = 0.15
     groupmate_negative_share: float = 0.0  # share of absent-object questions asking about an absent group-mate
     caption_noise: float = 0.1  # P(a training caption also names an absent group-mate)
-    held_out_scenes: int = 100
+    held_out_scenes: int = 200
 
     @classmethod
     def quick(cls) -> TrainConfig:
@@ -147,7 +147,7 @@ class Texts:
         return [self.words[w] for w in text.split()]
 
     def caption(self, scene: Scene, noisy: bool = True) -> str:
-        """The caption (``questions.caption``); with ``caption_noise``, an absent group-mate is sometimes named too."""
+        """v1's caption rule; with ``caption_noise``, an absent group-mate is sometimes named too."""
         text = caption(scene)
         if noisy and self.config.caption_noise > 0 and self.rng.random() < self.config.caption_noise:
             present = scene.categories
