@@ -255,3 +255,32 @@ def test_demo_grid_table_marks_the_chosen_point():
     assert lines[0] == "| alpha \\ beta | 0 | 2 |"
     assert lines[3] == "| 1 | F1 0.750, CHAIR_s 0.300 (chosen) | F1 0.125, CHAIR_s 0.400 |"
     assert sum("(chosen)" in line for line in lines) == 1
+
+
+def test_toy_calibration_choice_is_cached_per_weights_file(untrained, tmp_path, monkeypatch):
+    import os
+
+    import clva_lite
+    from clva_lite.eval import sweep
+
+    folder = tmp_path / "model"
+    untrained.model.save_pretrained(folder)
+    untrained.processor.save_pretrained(folder)
+    loaded = clva_lite.load_model(str(folder), device="cpu")
+    monkeypatch.setenv("CLVA_LITE_CACHE", str(tmp_path / "cache"))
+    args = dict(head_prompts=4, scenes=8, alphas=(0.0, 1.0), betas=(0.0,))
+    first = sweep.toy_calibration_choice(loaded, **args)
+    assert len(list((tmp_path / "cache").glob("calibration-choice-*.pt"))) == 1
+
+    def fail(*a, **k):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(sweep, "choose_on_calibration", fail)
+    again = sweep.toy_calibration_choice(loaded, **args)  # from the cache
+    assert again["best"] == first["best"] and np.array_equal(again["values"], first["values"])
+    with pytest.raises(AssertionError, match="computed again"):  # other arguments: not cached
+        sweep.toy_calibration_choice(loaded, **{**args, "scenes": 9})
+    weights = folder / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "retrained"
+    with pytest.raises(AssertionError, match="computed again"):
+        sweep.toy_calibration_choice(loaded, **args)

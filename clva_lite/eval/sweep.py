@@ -95,14 +95,45 @@ def choose_on_calibration(loaded, heads: HeadClasses, items: Sequence[Item], *,
 
 
 def toy_calibration_choice(loaded, *, head_prompts: int = 64, scenes: int = 60,
-                           alphas: Sequence[float] = (0.0, 1.0, 2.0), betas: Sequence[float] = (0.0, 1.0, 2.0)) -> dict:
+                           alphas: Sequence[float] = (0.0, 1.0, 2.0), betas: Sequence[float] = (0.0, 1.0, 2.0),
+                           cache: bool = True) -> dict:
     """The main job's calibration step on the toy, for the notebooks: head classes from ``head_prompts``
     calibration prompts, then :func:`choose_on_calibration` on POPE-adversarial questions about ``scenes``
-    calibration scenes. With the defaults it makes the same choice as ``python -m clva_lite demo``."""
+    calibration scenes. With the defaults it makes the same choice as ``python -m clva_lite demo``.
+
+    The grid costs minutes on a CPU and notebooks 03-05 each need it: with ``cache`` the result is kept in
+    ``~/.cache/clva_lite`` (``$CLVA_LITE_CACHE``) under a key made of the model folder, its weights file's size and
+    modification time, and the arguments, so a retrained model or other arguments compute it anew."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    import torch
+
     from ..analysis.calibration import calibrate_heads
     from ..toy.questions import calibration_prompts, pope_questions
     from .items import question_items
 
+    path = None
+    weights = Path(loaded.name) / "model.safetensors" if loaded.name not in ("toy", "toy-untrained") else None
+    if loaded.name == "toy":
+        from ..models.loading import default_toy_path
+
+        weights = default_toy_path() / "model.safetensors"
+    if cache and weights is not None and weights.exists():
+        stat = weights.stat()
+        key = repr((str(weights.resolve()), stat.st_size, stat.st_mtime_ns, head_prompts, scenes, tuple(alphas),
+                    tuple(betas), str(loaded.device)))
+        folder = Path(os.environ.get("CLVA_LITE_CACHE", Path.home() / ".cache" / "clva_lite"))
+        path = folder / f"calibration-choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=False)
     heads = calibrate_heads(loaded, *calibration_prompts(head_prompts), split="calibration")
     items = question_items(pope_questions("calibration", scenes, "adversarial"))
-    return choose_on_calibration(loaded, heads, items, alphas=alphas, betas=betas)
+    choice = choose_on_calibration(loaded, heads, items, alphas=alphas, betas=betas)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(choice, tmp)
+        tmp.replace(path)
+    return choice

@@ -47,6 +47,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                       "in the language stage, 12 questions per scene text", {}),
     "G-align-qa": ("F with the align stage on instruct's conversation mix (captions and questions, projector only) "
                    "instead of captions alone", {"align_task": "conversation"}),
+    "H-align-qa-long": ("G with 3x the align steps (240) and instruct lr 1e-3", {"align_task": "conversation",
+                        "align_steps": 240, "instruct_lr": 1e-3}),
 }
 
 
