@@ -24,26 +24,22 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from .. import model as v1_model
-from ..model import TEMPLATE_WORDS
+from ..model import CAPTION_REQUEST, TEMPLATE_WORDS
+from ..model import CHAT_TEMPLATE as V1_CHAT_TEMPLATE
 from ..questions import NUMBER_WORDS
 from ..world import COLOURS
 from .world import CATEGORIES, IMAGE_SIZE, NUM_VISUAL_TOKENS, PATCH_SIZE, PLURALS
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
 EXTRA_WORDS = ("scene",)  # language pre-training writes scenes as text: "scene : a red star and ... ."
-CAPTION_REQUEST = "describe the image ."
 # No "answer :" suffix: the answer follows the question's last word, which names the object asked about. With v1's
 # "... in the image ? answer :" the decoder must first carry the object word to the answer position, then match it
 # against the image: a two-step circuit that sat at the yes/no marginal for 600 steps even with one object per
 # scene (DIAGNOSIS.md). With the object word last, one attention hop from that word answers.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'user' %}"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image> {% elif part['type'] == 'text' %}question : {{ part['text'] }} {% endif %}"
-    "{% endfor %}{% elif message['role'] == 'assistant' %}"
-    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }} </s> {% endif %}{% endfor %}"
-    "{% endif %}{% endfor %}"
-)
+_V1_GENERATION_PROMPT = "{% if add_generation_prompt %}answer :{% endif %}"
+if not V1_CHAT_TEMPLATE.endswith(_V1_GENERATION_PROMPT):
+    raise AssertionError("v1's chat template no longer ends with its generation prompt")
+CHAT_TEMPLATE = V1_CHAT_TEMPLATE[:-len(_V1_GENERATION_PROMPT)]
 
 __all__ = ["CAPTION_REQUEST", "CHAT_TEMPLATE", "ModelConfig", "build_config", "build_processor", "build_tokenizer",
            "build_untrained_model", "mimetic_init", "vocabulary"]
