@@ -149,3 +149,29 @@ def test_language_curriculum_shortens_early_documents():
     late, turns = texts.curriculum(scene, 20)
     assert late == scene and turns == 5
     assert _same(((1, 2), (3, 4)), [[1, 2], [3, 4]]) and not _same(((1, 2),), [[1, 3]])
+
+
+def test_long_scene_texts_mention_every_object_among_fillers():
+    import numpy as np
+
+    from clva_lite.toy.v2.train import LONG_FILLERS
+
+    config = TrainConfigV2(language_long_share=1.0, language_long_length=60)
+    texts = Texts(np.random.default_rng(0), config)
+    for scene in w2.generate_scenes(Split.TRAIN, 20):
+        words = texts.scene_text_long(scene).split()
+        assert 2 * len(scene.objects) + 4 <= len(words) <= max(60, 6 * len(scene.objects) + 4)
+        mentioned = [words[k] for k in range(1, len(words)) if words[k] in w2.CATEGORIES]
+        assert set(mentioned) == set(scene.categories)
+        for k, word in enumerate(words):  # every category word follows its object's colour
+            if word in w2.CATEGORIES:
+                assert any(o.category == word and o.colour == words[k - 1] for o in scene.objects)
+        assert all(w in LONG_FILLERS or w in w2.CATEGORIES or w in clva_lite.toy.world.COLOURS for w in words)
+    # long documents only once the curriculum is over, and only with language_long_share > 0
+    scene = next(s for s in w2.generate_scenes(Split.TRAIN, 20) if len(s.objects) >= 4)
+    config = TrainConfigV2(language_long_share=1.0, language_long_length=120, language_curriculum=((10, 1, 1),))
+    texts = Texts(np.random.default_rng(1), config)
+    assert len(texts.text_document(scene, 3)[0]) < 40
+    lengths = [len(texts.text_document(scene, 50)[0]) for _ in range(10)]
+    short = Texts(np.random.default_rng(1), TrainConfigV2(language_curriculum=((10, 1, 1),)))
+    assert max(lengths) > max(len(short.text_document(scene, 50)[0]) for _ in range(10))

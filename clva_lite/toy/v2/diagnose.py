@@ -3,6 +3,7 @@
     python -m clva_lite.toy.v2.diagnose vision --lr 1e-3 --steps 300 --pool mil [--labels colour] [--world free]
     python -m clva_lite.toy.v2.diagnose language --lr 1e-3 --steps 1000 --layers 4 --turns 3 \
         [--wording object-last|answer-prompt] [--init default|mimetic] [--max-objects 1]
+    python -m clva_lite.toy.v2.diagnose layout runs/explore/NAME/checkpoints/1-language.pt
 
 * ``vision`` trains the v2 CLIP tower with a *supervised* image-level presence head (an upper bound for what the
   image-level contrastive stage can teach it) and prints the training loss and the calibration mean ROC AUC every
@@ -10,6 +11,8 @@
   (per-patch logits, max over patches). ``--labels colour`` asks for colour presence instead of category presence.
   ``--world free`` places objects anywhere (``SNAP_TO_PATCHES`` off, as before the snap), ``big`` scales them by 1.4
   (both only here).
+* ``layout CHECKPOINT`` measures whether a checkpoint's text-existence reading survives filler between scene and
+  question, and image slots filled with the objects' word embeddings (no projector involved).
 * ``language`` trains the decoder alone on scene text + existence questions (answers-only loss, v2 wording) and
   prints the calibration existence accuracy (yes vs no logit) every 100 steps.
 
@@ -207,6 +210,60 @@ def text_existence(lr: float = 1e-3, steps: int = 1000, layers: int = 16, turns:
     return records
 
 
+def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
+                     fillers: tuple[int, ...] = (0, 20, 60, 120)) -> dict[str, float]:
+    """Does a decoder checkpoint's text-existence reading survive the *layout* an image gives it?
+
+    No image features are involved: the 144 image slots are filled with word embeddings ("oracle" slots), so the
+    projector and the vision tower are out of the question. Rows (existence accuracy, yes vs no logit, on
+    calibration scenes, ``repeats`` draws of the question each):
+
+    * ``text + N filler``: the language stage's own ``scene : ...`` text, then N filler tokens (".") before the
+      question (N = 0 is the language stage's check);
+    * ``oracle image slots``: every object patch holds its category's word embedding, every background patch the
+      filler's, in the image prompt the recipe trains on (``<image> x 144 question : is there a X``).
+
+    If the oracle row sits near 0.5, no projector can make the decoder read an image: the reading is tied to the
+    short scene texts it was trained on (DIAGNOSIS.md, session 8).
+    """
+    config = recipe.TrainConfigV2.from_dict(torch.load(checkpoint, weights_only=False)["config"])
+    model = build_untrained_model(config.seed, ModelConfig(**config.model))
+    model.load_state_dict(torch.load(checkpoint, weights_only=False)["state_dict"])
+    model.eval()
+    texts = recipe.Texts(np.random.default_rng(0), config)
+    words, embed = texts.words, model.get_input_embeddings().weight.detach()
+    calibration = [generate_scene(Split.CALIBRATION, i) for i in range(scenes)]
+
+    def accuracy(prefix) -> float:
+        right = []
+        for r in range(repeats):
+            rng = np.random.default_rng(r)
+            for scene in calibration:
+                present = rng.random() < 0.5
+                pool = scene.categories if present else [c for c in CATEGORIES if c not in scene.categories]
+                question = existence_question(pool[int(rng.integers(len(pool)))])
+                head = prefix(scene, rng)
+                tail = embed[texts.ids(f"question : {question}")]
+                with torch.no_grad():
+                    hidden = model.model.language_model(inputs_embeds=torch.cat([head, tail])[None]).last_hidden_state
+                    logits = model.lm_head(hidden[0, -1])
+                right.append(bool(logits[words["yes"]] > logits[words["no"]]) == present)
+        return round(float(np.mean(right)), 3)
+
+    def text(n: int):
+        return lambda scene, rng: embed[[words["<s>"]] + texts.ids(f"scene : {texts.scene_text(scene)}")
+                                        + [words["."]] * n]
+
+    def oracle(scene: Scene, rng) -> torch.Tensor:
+        labels = v2_world.patch_labels(scene)[0].reshape(-1)
+        ids = [words[CATEGORIES[c]] if c < len(CATEGORIES) else words["."] for c in labels]
+        return embed[[words["<s>"]] + ids]
+
+    result = {f"text + {n} filler": accuracy(text(n)) for n in fillers}
+    result["oracle image slots"] = accuracy(oracle)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clva_lite.toy.v2.diagnose", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,9 +283,14 @@ def main(argv: list[str] | None = None) -> None:
     language.add_argument("--wording", choices=("object-last", "answer-prompt"), default="object-last")
     language.add_argument("--init", choices=("default", "mimetic"), default="default")
     language.add_argument("--max-objects", type=int, default=None)
+    layout = commands.add_parser("layout", help="text existence of a checkpoint under longer / image-like layouts")
+    layout.add_argument("checkpoint", help="a recipe checkpoint, e.g. runs/explore/NAME/checkpoints/1-language.pt")
+    layout.add_argument("--scenes", type=int, default=100)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.command == "vision":
+    if args.command == "layout":
+        print(layout_existence(args.checkpoint, args.scenes), flush=True)
+    elif args.command == "vision":
         vision_presence(args.lr, args.steps, args.pool, args.labels, args.world, args.train_scenes)
     else:
         text_existence(args.lr, args.steps, args.layers, args.turns, wording=args.wording, init=args.init,

@@ -37,6 +37,7 @@ from .questions import colour_question, count_question, existence_question, posi
 from .world import CATEGORIES, NUM_VISUAL_TOKENS, PARTNERS, Scene, generate_scene
 
 STAGES = ("vision", "language", "align", "instruct")
+LONG_FILLERS = (".", "the", "of", "on", "in")  # filler words of long scene texts (never an object or colour)
 
 
 @dataclass
@@ -73,6 +74,12 @@ class TrainConfigV2:
     # "all" tokens (plain LM) or "answers" (scene documents supervise their answers only, like the conversation
     # fine-tuning of LLaVA's Vicuna; captions alone keep all tokens)
     language_loss: str = "answers"
+    # P(a scene document writes its scene "long": object mentions scattered, some repeated, through filler words up
+    # to ``language_long_length`` tokens). An image reaches the decoder as 144 tokens before the question, with each
+    # object on several of them; a decoder that only ever read short scene texts answers from them at 0.95 but falls
+    # to chance once 60 filler tokens separate scene and question (DIAGNOSIS.md, session 8)
+    language_long_share: float = 0.0
+    language_long_length: int = 150
     # 3. align (projector only)
     align_steps: int = 200
     align_batch: int = 16
@@ -217,6 +224,24 @@ class Texts:
         order = self.rng.permutation(len(scene.objects))
         return " and ".join(f"a {scene.objects[k].colour} {scene.objects[k].category}" for k in order) + " ."
 
+    def scene_text_long(self, scene: Scene) -> str:
+        """The scene as a long text: each object's "colour category" mentioned 1-3 times at random places among
+        filler words, ``2 * mentions + 4`` to ``language_long_length`` tokens in all (still text, no image slots)."""
+        mentions = [f"{o.colour} {o.category}" for o in scene.objects for _ in range(int(self.rng.integers(1, 4)))]
+        low = 2 * len(mentions) + 4
+        length = int(self.rng.integers(low, max(low, self.config.language_long_length) + 1))
+        fillers = [LONG_FILLERS[int(k)] for k in self.rng.integers(len(LONG_FILLERS), size=length - 2 * len(mentions))]
+        slots = sorted(self.rng.choice(len(fillers) + 1, size=len(mentions), replace=True))
+        words: list[str] = []
+        order = self.rng.permutation(len(mentions))
+        for k, filler in enumerate(fillers + [None]):
+            while slots and slots[0] == k:
+                slots.pop(0)
+                words.append(mentions[order[len(order) - len(slots) - 1]])
+            if filler is not None:
+                words.append(filler)
+        return " ".join(words)
+
     def curriculum(self, scene: Scene, step: int | None) -> tuple[Scene, int]:
         """(scene, questions per document) at language step ``step``: ``language_curriculum`` rows
         ``(until_step, max_objects, turns)`` keep a random subset of the objects and fewer questions early on."""
@@ -239,7 +264,9 @@ class Texts:
         if kind < alone:
             part = self.ids(f"question : {CAPTION_REQUEST} {self.caption(scene)}") + [self.words["</s>"]]
             return ids + part, mask + [1] * len(part)
-        part = self.ids(f"scene : {self.scene_text(scene)}")
+        curriculum_done = step is None or all(step >= until for until, _, _ in self.config.language_curriculum)
+        long = curriculum_done and self.rng.random() < self.config.language_long_share
+        part = self.ids(f"scene : {self.scene_text_long(scene) if long else self.scene_text(scene)}")
         ids, mask = ids + part, mask + [0 if answers_only else 1] * len(part)
         captioning = kind < alone + with_caption
         for _ in range(1 if captioning else turns):
@@ -319,7 +346,8 @@ _STAGE_FIELDS = {
     "vision": ("seed", "train_scenes", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
                "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias", "vision_caption"),
     "language": ("language_steps", "language_batch", "language_lr", "decoder_init", "mimetic_std", "language_mix",
-                 "language_turns", "language_curriculum", "language_loss",
+                 "language_turns", "language_curriculum", "language_loss", "language_long_share",
+                 "language_long_length",
                  "turns", "caption_share", "count_colour_share",
                  "groupmate_negative_share", "caption_noise"),
     "align": ("align_steps", "align_batch", "align_lr", "align_task"),
