@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 import clva_lite
 from clva_lite.toy.v2 import questions as q2
@@ -135,6 +136,41 @@ def test_mimetic_init_ties_keys_to_queries_in_every_decoder_layer():
     with pytest.raises(ValueError, match="decoder_init"):
         train_toy_v2(TrainConfigV2.from_dict({**tiny_training_config().__dict__, "decoder_init": "xavier"}))
 
+
+
+def _same_token_logit(model, distance: int) -> float:
+    """Layer 0, mean over heads and 40 words: a word's query on the same word's key ``distance`` tokens back."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    decoder = model.model.language_model
+    layer = decoder.layers[0]
+    x = layer.input_layernorm(model.get_input_embeddings().weight[5:45].detach())
+    heads, head_dim = model.config.text_config.num_attention_heads, 16
+    q = layer.self_attn.q_proj(x).view(-1, heads, head_dim).transpose(0, 1)[None]
+    k = layer.self_attn.k_proj(x).view(-1, heads, head_dim).transpose(0, 1)[None]
+    cos, sin = decoder.rotary_emb(q, torch.tensor([[distance, 0]]))
+    q, _ = apply_rotary_pos_emb(q, q, cos[:, :1], sin[:, :1])
+    _, k = apply_rotary_pos_emb(k, k, cos[:, 1:], sin[:, 1:])
+    return float((q * k).sum(-1).mean()) / head_dim ** 0.5
+
+
+def test_mimetic_init_in_slow_rope_pairs_matches_words_at_any_distance():
+    from clva_lite.toy.v2.model import ModelConfig
+
+    plain = build_untrained_model(0)
+    mimetic_init(plain, std=0.1)
+    # the shared fast pairs lose most of the match 150 tokens away (an image is 144 tokens)
+    assert _same_token_logit(plain, 150) < 0.5 * _same_token_logit(plain, 1)
+    slow = build_untrained_model(0, ModelConfig(rope_theta=1e6))
+    mimetic_init(slow, std=0.15, slow_pairs=4)
+    near, far = _same_token_logit(slow, 1), _same_token_logit(slow, 150)
+    assert near > 3 and abs(far - near) < 0.05 * near
+    attention = slow.model.language_model.layers[3].self_attn
+    q, k = attention.q_proj.weight.view(8, 16, -1), attention.k_proj.weight.view(8, 16, -1)
+    shared = [4, 5, 6, 7, 12, 13, 14, 15]  # Hugging Face pairs channel i with i + 8; pairs 4-7 turn slowest
+    assert q[:, shared].equal(k[:, shared]) and not q[:, :4].equal(k[:, :4])
+    with pytest.raises(ValueError, match="slow_pairs must be in 0..8"):
+        mimetic_init(slow, slow_pairs=9)
 
 def test_language_curriculum_shortens_early_documents():
     import numpy as np

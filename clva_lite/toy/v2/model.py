@@ -56,6 +56,9 @@ class ModelConfig:
     layers: int = 16
     heads: int = 8
     intermediate: int = 320
+    # RoPE base. With head_dim 16 only a few frequency pairs turn slowly enough for a query to match a key 150
+    # tokens away by content (an image is 144 tokens); a larger base slows every pair down
+    rope_theta: float = 10000.0
 
 
 def vocabulary() -> list[str]:
@@ -90,7 +93,7 @@ def build_config(mc: ModelConfig | None = None) -> LlavaConfig:
     text = LlamaConfig(
         vocab_size=len(words), hidden_size=mc.hidden, intermediate_size=mc.intermediate,
         num_hidden_layers=mc.layers, num_attention_heads=mc.heads, num_key_value_heads=mc.heads,
-        max_position_embeddings=512, bos_token_id=words.index("<s>"), eos_token_id=words.index("</s>"),
+        max_position_embeddings=512, rope_theta=mc.rope_theta, bos_token_id=words.index("<s>"), eos_token_id=words.index("</s>"),
         pad_token_id=words.index("<pad>"), tie_word_embeddings=True)
     return LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=words.index("<image>"),
@@ -110,8 +113,13 @@ def build_untrained_model(seed: int = 0, mc: ModelConfig | None = None) -> Llava
     return model.eval()
 
 
-def mimetic_init(model: LlavaForConditionalGeneration, std: float = 0.1, seed: int = 0) -> None:
+def mimetic_init(model: LlavaForConditionalGeneration, std: float = 0.1, seed: int = 0, slow_pairs: int = 0) -> None:
     """Give every decoder head ``W_K = W_Q`` (entries N(0, ``std``)), in place.
+
+    With ``slow_pairs`` > 0 only the rows of the ``slow_pairs`` slowest RoPE frequency pairs of each head (Hugging
+    Face pairs channel ``i`` with ``i + head_dim / 2``; pair ``i`` turns by ``theta ** (-2 i / head_dim)`` radians a
+    token) are shared; the other rows of q and k get independent N(0, 0.02) entries. Rotary embeddings turn the fast
+    pairs so far over 100+ tokens that a shared fast row adds noise, not a match, to distant keys.
 
     A token's query then matches keys of similar tokens from the start, as in the attention of pretrained
     transformers (mimetic initialisation, Trockman & Kolter 2023, "Mimetic Initialization of Self-Attention
@@ -122,12 +130,28 @@ def mimetic_init(model: LlavaForConditionalGeneration, std: float = 0.1, seed: i
     import torch
 
     generator = torch.Generator().manual_seed(seed)
+    text = model.config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    half = head_dim // 2
+    if not 0 <= slow_pairs <= half:
+        raise ValueError(f"slow_pairs must be in 0..{half} (head_dim {head_dim}), not {slow_pairs}")
+    shared = torch.ones(head_dim, dtype=torch.bool)
+    if slow_pairs:
+        shared[:] = False
+        shared[half - slow_pairs:half] = shared[head_dim - slow_pairs:] = True
     with torch.no_grad():
         for layer in model.model.language_model.layers:
             attention = layer.self_attn
+            rows = shared.repeat(attention.q_proj.weight.shape[0] // head_dim)
             weight = torch.randn(attention.q_proj.weight.shape, generator=generator) * std
-            attention.q_proj.weight.copy_(weight)
-            attention.k_proj.weight.copy_(weight)
+            if not slow_pairs:
+                attention.q_proj.weight.copy_(weight)
+                attention.k_proj.weight.copy_(weight)
+                continue
+            q = torch.randn(weight.shape, generator=generator) * 0.02
+            k = torch.randn(weight.shape, generator=generator) * 0.02
+            attention.q_proj.weight.copy_(torch.where(rows[:, None], weight, q))
+            attention.k_proj.weight.copy_(torch.where(rows[:, None], weight, k))
 
 
 def model_config_dict(mc: ModelConfig) -> dict:

@@ -66,6 +66,7 @@ class TrainConfigV2:
     language_lr: float = 1e-3
     decoder_init: str = "mimetic"  # "mimetic" (W_K = W_Q per head, model.mimetic_init) or "default" (Hugging Face's)
     mimetic_std: float = 0.1
+    mimetic_slow_pairs: int = 0  # 0: every q/k row shared; k: only the k slowest RoPE pairs (model.mimetic_init)
     language_mix: tuple = (0.2, 0.1, 0.7)  # P(caption alone), P(scene text + caption), P(scene text + questions)
     language_turns: int = 12  # questions per scene-text document
     # (until_step, max_objects, turns): short scene texts first (with one object, "is there a X" is a comparison of
@@ -345,7 +346,8 @@ def _save_checkpoint(model, out: Path | None, k: int, config: TrainConfigV2, log
 _STAGE_FIELDS = {
     "vision": ("seed", "train_scenes", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
                "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias", "vision_caption"),
-    "language": ("language_steps", "language_batch", "language_lr", "decoder_init", "mimetic_std", "language_mix",
+    "language": ("language_steps", "language_batch", "language_lr", "decoder_init", "mimetic_std", "mimetic_slow_pairs",
+                 "language_mix",
                  "language_turns", "language_curriculum", "language_loss", "language_long_share",
                  "language_long_length",
                  "turns", "caption_share", "count_colour_share",
@@ -530,7 +532,7 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
         rng = stage_rng(1)
         texts = Texts(rng, config)
         if config.decoder_init == "mimetic":
-            mimetic_init(model, config.mimetic_std, config.seed)
+            mimetic_init(model, config.mimetic_std, config.seed, config.mimetic_slow_pairs)
         elif config.decoder_init != "default":
             raise ValueError(f"decoder_init must be 'mimetic' or 'default', not {config.decoder_init!r}")
 
