@@ -114,7 +114,7 @@ def _same_token_logit(model, distance: int) -> float:
 def test_mimetic_init_in_slow_rope_pairs_matches_words_at_any_distance():
     from clva_lite.toy.model import ModelConfig
 
-    plain = build_untrained_model(0)
+    plain = build_untrained_model(0, ModelConfig(rope_theta=1e4))  # RoPE base of the first v2 runs
     mimetic_init(plain, std=0.1)
     # the shared fast pairs lose most of the match 150 tokens away (an image is 144 tokens)
     assert _same_token_logit(plain, 150) < 0.5 * _same_token_logit(plain, 1)
