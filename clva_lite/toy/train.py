@@ -80,9 +80,9 @@ class TrainConfig:
     # fine-tuning of LLaVA's Vicuna; captions alone keep all tokens)
     language_loss: str = "answers"
     # P(a scene document writes its scene "long": object mentions scattered, some repeated, through filler words up
-    # to ``language_long_length`` tokens). An image reaches the decoder as 144 tokens before the question, with each
-    # object on several of them; a decoder that only ever read short scene texts answers from them at 0.95 but falls
-    # to chance once 60 filler tokens separate scene and question (DIAGNOSIS.md, session 8)
+    # to ``language_long_length`` tokens), as an image reaches the decoder: 144 tokens, each object on several. With
+    # the plain mimetic init they did not stop the reading from decaying with distance; the slow-pair init below made
+    # them unnecessary (DIAGNOSIS.md, session 9), so they are off by default
     language_long_share: float = 0.0
     language_long_length: int = 150
     # 3. align (projector only)
