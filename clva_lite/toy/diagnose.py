@@ -254,7 +254,7 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
                                         + [words["."]] * n]
 
     def oracle(scene: Scene, rng) -> torch.Tensor:
-        labels = v2_world.patch_labels(scene)[0].reshape(-1)
+        labels = toy_world.patch_labels(scene)[0].reshape(-1)
         ids = [words[CATEGORIES[c]] if c < len(CATEGORIES) else words["."] for c in labels]
         return embed[[words["<s>"]] + ids]
 
