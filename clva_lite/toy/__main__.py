@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--config-json", default=None, help="TrainConfig fields to override, as JSON")
     card = commands.add_parser("card", help="evaluate a trained toy model on the test split and write its card")
     card.add_argument("--model", default="data/toy-llava")
-    card.add_argument("--scenes", type=int, default=500, help="test scenes per benchmark")
+    card.add_argument("--scenes", type=int, default=300, help="test scenes per benchmark (default 300)")
     card.add_argument("--rescore", action="store_true",
                       help="re-score the saved card records with the current metric code (no model run)")
     args = parser.parse_args(argv)
