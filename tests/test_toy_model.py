@@ -35,8 +35,7 @@ def test_card_numbers_are_what_the_evaluation_code_produces(card):
     rescored = score_records(records["pope"], records["mme"], records["captions"], metrics["n_scenes"])
     assert json.loads(json.dumps(rescored)) == metrics
     training = json.loads((folder / "training_log.json").read_text())
-    config = json.loads((folder / "config.json").read_text())
-    assert (folder / "README.md").read_text() == render_card(metrics, training, config)
+    assert (folder / "README.md").read_text() == render_card(metrics, training)
 
 
 def test_card_records_are_the_models_answers(toy, card):
@@ -57,7 +56,7 @@ def test_rescoring_the_card_rebuilds_its_numbers_from_the_records(card, tmp_path
     from clva_lite.toy.card import rescore_model_card
 
     folder, metrics = card
-    for name in ("card_records.jsonl", "card_metrics.json", "training_log.json", "config.json", "README.md"):
+    for name in ("card_records.jsonl", "card_metrics.json", "training_log.json", "README.md"):
         shutil.copy(folder / name, tmp_path / name)
     stale = json.loads((tmp_path / "card_metrics.json").read_text())
     stale["chair"]["chair_s"]["value"] = 0.99

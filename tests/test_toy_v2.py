@@ -1,5 +1,4 @@
-"""The toy recipe (clva_lite/toy/train.py): the four stages end to end at tiny scale, stage resume, the question
-wording, mimetic init and the language curriculum; the variants table."""
+"""Toy v2 (clva_lite/toy/v2): world rules, the four-stage recipe end to end at tiny scale, stage resume."""
 
 import json
 
@@ -7,26 +6,64 @@ import pytest
 import torch
 
 import clva_lite
-from clva_lite.toy import questions as q2
-from clva_lite.toy import world as w2
-from clva_lite.toy.model import build_processor, build_untrained_model, mimetic_init
-from clva_lite.toy.train import (
+from clva_lite.toy.v2 import questions as q2
+from clva_lite.toy.v2 import world as w2
+from clva_lite.toy.v2.model import build_processor, build_untrained_model, mimetic_init
+from clva_lite.toy.v2.train import (
     STAGES,
     Texts,
-    TrainConfig,
+    TrainConfigV2,
     _same,
+    attribute_pair,
     tiny_training_config,
-    train_toy_model,
+    train_toy_v2,
 )
-from clva_lite.toy.world import Split
+from clva_lite.toy.world import SPLIT_SEED_BASE, SPLIT_SIZE_LIMIT, Split
+
+
+def test_categories_and_groups():
+    assert len(w2.CATEGORIES) == 24 == len(set(w2.CATEGORIES))
+    assert len(w2.GROUPS) == 6 and all(len(g) == 4 for g in w2.GROUPS)
+    assert len(set(w2.POPULARITY.values())) == 24  # unequal popularity
+
+
+def test_scenes_follow_the_rules():
+    scenes = w2.generate_scenes(Split.TRAIN, 300)
+    counts = [len(s.objects) for s in scenes]
+    assert min(counts) == 3 and max(counts) == 6
+    for s in scenes:
+        groups = [w2.GROUP_OF[c] for c in s.categories]
+        assert max(groups.count(g) for g in groups) <= w2.GROUP_CAP
+    assert w2.generate_scene("train", 5) == w2.generate_scene("train", 5)
+    image = scenes[0].image()
+    assert image.size == (96, 96)
+    assert w2.NUM_VISUAL_TOKENS == 144 and w2.patch_labels(scenes[0])[0].shape == (12, 12)
+
+
+def test_split_seed_ranges_are_disjoint():
+    ranges = sorted((SPLIT_SEED_BASE[s], SPLIT_SEED_BASE[s] + SPLIT_SIZE_LIMIT) for s in Split)
+    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
+    with pytest.raises(ValueError):
+        w2.scene_seed("train", SPLIT_SIZE_LIMIT)
+    assert w2.generate_scene("train", 0) != w2.generate_scene("calibration", 0)
+
+
+def test_adversarial_negatives_are_mostly_group_mates():
+    adversarial = q2.pope_questions(Split.CALIBRATION, 80, "adversarial")
+    random = q2.pope_questions(Split.CALIBRATION, 80, "random")
+    assert q2.adversarial_groupmate_share(adversarial) > 0.6
+    assert q2.adversarial_groupmate_share(adversarial) > q2.adversarial_groupmate_share(random) + 0.3
+    assert [q.label for q in adversarial[:4]] == ["yes", "no", "yes", "no"]
+    for q in adversarial:
+        assert (q.category in q.scene.categories) == (q.label == "yes")
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy-v2")
     config = tiny_training_config()
-    _, partial = train_toy_model(config, out=out, stop_after="language")
-    _, log = train_toy_model(config, out=out)  # resumes after "language"
+    _, partial = train_toy_v2(config, out=out, stop_after="language")
+    _, log = train_toy_v2(config, out=out)  # resumes after "language"
     return out, config, partial, log
 
 
@@ -34,7 +71,7 @@ def test_tiny_recipe_runs_all_stages_and_loads(tiny_run):
     out, _, _, log = tiny_run
     assert [s["stage"] for s in log] == list(STAGES)
     assert all("first_loss" in s and "final_loss" in s and "seconds" in s for s in log)
-    assert json.loads((out / "training_log.json").read_text())["recipe"] == "v2"  # the second toy recipe
+    assert json.loads((out / "training_log.json").read_text())["recipe"] == "v2"
     loaded = clva_lite.load_model(str(out), device="cpu")
     assert loaded.num_layers >= 16 and loaded.num_heads >= 8
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
@@ -54,13 +91,13 @@ def test_resume_reuses_completed_stages(tiny_run):
     assert [s["stage"] for s in partial] == ["vision", "language"]
     assert log[:2] == partial  # not retrained
     assert all((out / "checkpoints" / f"{k}-{s}.pt").exists() for k, s in enumerate(STAGES))
-    other = TrainConfig.from_dict({**config.__dict__, "vision_lr": 1.0})
+    other = TrainConfigV2.from_dict({**config.__dict__, "vision_lr": 1.0})
     with pytest.raises(ValueError, match="another config"):
-        train_toy_model(other, out=out)
+        train_toy_v2(other, out=out)
 
 
 def test_the_variants_table_reads_the_committed_exploration(tmp_path):
-    from clva_lite.toy.explore import variants_frame
+    from clva_lite.toy.v2.explore import variants_frame
 
     table = variants_frame()
     assert {"v1", "A-base"} <= set(table.index.get_level_values("variant"))
@@ -77,7 +114,13 @@ def test_questions_end_with_the_object_word_and_the_prompt_has_no_answer_suffix(
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert prompt.split()[-4:] == ["is", "there", "a", "moon"]
     assert q2.count_question("moon", 1).split()[-1] == "moon" and q2.count_question("moon", 3).endswith("three moons")
-    assert q2.position_question("star", "moon").split()[-1] == "moon"
+    scene = next(s for s in w2.generate_scenes(Split.TRAIN, 50) if len({o.category for o in s.objects}) >= 3)
+    import numpy as np
+
+    true, false = attribute_pair(scene, "color", np.random.default_rng(0))
+    category, colour = true.split()[2], true.split()[3]
+    assert any(o.category == category and o.colour == colour for o in scene.objects)
+    assert false.split()[2] == category and false.split()[3] != colour
     with pytest.raises(ValueError, match="unknown colour"):
         q2.colour_question("moon", "teal")
 
@@ -91,7 +134,7 @@ def test_mimetic_init_ties_keys_to_queries_in_every_decoder_layer():
         assert layer.self_attn.q_proj.weight.equal(layer.self_attn.k_proj.weight)
     assert 0.08 < float(first.q_proj.weight.std()) < 0.12
     with pytest.raises(ValueError, match="decoder_init"):
-        train_toy_model(TrainConfig.from_dict({**tiny_training_config().__dict__, "decoder_init": "xavier"}))
+        train_toy_v2(TrainConfigV2.from_dict({**tiny_training_config().__dict__, "decoder_init": "xavier"}))
 
 
 
@@ -112,7 +155,7 @@ def _same_token_logit(model, distance: int) -> float:
 
 
 def test_mimetic_init_in_slow_rope_pairs_matches_words_at_any_distance():
-    from clva_lite.toy.model import ModelConfig
+    from clva_lite.toy.v2.model import ModelConfig
 
     plain = build_untrained_model(0, ModelConfig(rope_theta=1e4))  # RoPE base of the first v2 runs
     mimetic_init(plain, std=0.1)
@@ -132,7 +175,7 @@ def test_mimetic_init_in_slow_rope_pairs_matches_words_at_any_distance():
 def test_language_curriculum_shortens_early_documents():
     import numpy as np
 
-    config = TrainConfig(language_curriculum=((10, 1, 1), (20, 2, 2)), language_turns=5)
+    config = TrainConfigV2(language_curriculum=((10, 1, 1), (20, 2, 2)), language_turns=5)
     texts = Texts(np.random.default_rng(0), config)
     scene = next(s for s in w2.generate_scenes(Split.TRAIN, 20) if len(s.objects) >= 4)
     early, turns = texts.curriculum(scene, 3)
@@ -142,19 +185,14 @@ def test_language_curriculum_shortens_early_documents():
     late, turns = texts.curriculum(scene, 20)
     assert late == scene and turns == 5
     assert _same(((1, 2), (3, 4)), [[1, 2], [3, 4]]) and not _same(((1, 2),), [[1, 3]])
-    texts.config = TrainConfig(language_curriculum=((10, 1, 1),), language_mix=(0.0, 0.0, 1.0), language_turns=4,
-                               caption_share=0.0, count_colour_share=0.0)
-    ids, mask = texts.text_document(scene, step=0)
-    words = {i: w for w, i in texts.words.items()}
-    assert [words[i] for i in ids].count("question") == 1 and sum(mask) == 3  # one question: "yes/no . </s>"
 
 
 def test_long_scene_texts_mention_every_object_among_fillers():
     import numpy as np
 
-    from clva_lite.toy.train import LONG_FILLERS
+    from clva_lite.toy.v2.train import LONG_FILLERS
 
-    config = TrainConfig(language_long_share=1.0, language_long_length=60)
+    config = TrainConfigV2(language_long_share=1.0, language_long_length=60)
     texts = Texts(np.random.default_rng(0), config)
     for scene in w2.generate_scenes(Split.TRAIN, 20):
         words = texts.scene_text_long(scene).split()
@@ -167,9 +205,9 @@ def test_long_scene_texts_mention_every_object_among_fillers():
         assert all(w in LONG_FILLERS or w in w2.CATEGORIES or w in clva_lite.toy.world.COLOURS for w in words)
     # long documents only once the curriculum is over, and only with language_long_share > 0
     scene = next(s for s in w2.generate_scenes(Split.TRAIN, 20) if len(s.objects) >= 4)
-    config = TrainConfig(language_long_share=1.0, language_long_length=120, language_curriculum=((10, 1, 1),))
+    config = TrainConfigV2(language_long_share=1.0, language_long_length=120, language_curriculum=((10, 1, 1),))
     texts = Texts(np.random.default_rng(1), config)
     assert len(texts.text_document(scene, 3)[0]) < 40
     lengths = [len(texts.text_document(scene, 50)[0]) for _ in range(10)]
-    short = Texts(np.random.default_rng(1), TrainConfig(language_curriculum=((10, 1, 1),)))
+    short = Texts(np.random.default_rng(1), TrainConfigV2(language_curriculum=((10, 1, 1),)))
     assert max(lengths) > max(len(short.text_document(scene, 50)[0]) for _ in range(10))

@@ -1,11 +1,11 @@
-"""Fast single-stage diagnostics for the toy recipe (never used to train a model; calibration split only).
+"""Fast single-stage diagnostics for the v2 recipe (never used to train a model; calibration split only).
 
-    python -m clva_lite.toy.diagnose vision --lr 1e-3 --steps 300 --pool mil [--labels colour] [--world free]
-    python -m clva_lite.toy.diagnose language --lr 1e-3 --steps 1000 --layers 4 --turns 3 \
+    python -m clva_lite.toy.v2.diagnose vision --lr 1e-3 --steps 300 --pool mil [--labels colour] [--world free]
+    python -m clva_lite.toy.v2.diagnose language --lr 1e-3 --steps 1000 --layers 4 --turns 3 \
         [--wording object-last|answer-prompt] [--init default|mimetic] [--max-objects 1]
-    python -m clva_lite.toy.diagnose layout runs/explore/NAME/checkpoints/1-language.pt
+    python -m clva_lite.toy.v2.diagnose layout runs/explore/NAME/checkpoints/1-language.pt
 
-* ``vision`` trains the toy CLIP tower with a *supervised* image-level presence head (an upper bound for what the
+* ``vision`` trains the v2 CLIP tower with a *supervised* image-level presence head (an upper bound for what the
   image-level contrastive stage can teach it) and prints the training loss and the calibration mean ROC AUC every
   100 steps. ``--pool``: ``cls`` / ``mean`` / ``max`` (pooled post-layernormed patches, then linear) or ``mil``
   (per-patch logits, max over patches). ``--labels colour`` asks for colour presence instead of category presence.
@@ -13,10 +13,10 @@
   (both only here).
 * ``layout CHECKPOINT`` measures whether a checkpoint's text-existence reading survives filler between scene and
   question, and image slots filled with the objects' word embeddings (no projector involved).
-* ``language`` trains the decoder alone on scene text + existence questions (answers-only loss) and
+* ``language`` trains the decoder alone on scene text + existence questions (answers-only loss, v2 wording) and
   prints the calibration existence accuracy (yes vs no logit) every 100 steps.
 
-Both use one thread. Measurements from these loops are summarised in ``clva_lite/toy/DIAGNOSIS.md``.
+Both use one thread. Measurements from these loops are summarised in ``clva_lite/toy/v2/DIAGNOSIS.md``.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..progress import tqdm
+from ...progress import tqdm
+from ..world import COLOURS, Split
 from . import train as recipe
-from . import world as toy_world
+from . import world as v2_world
 from .model import ModelConfig, build_untrained_model, mimetic_init
 from .questions import existence_question
-from .world import CATEGORIES, COLOURS, IMAGE_SIZE, Scene, Split, generate_scene
+from .world import CATEGORIES, IMAGE_SIZE, Scene, generate_scene
 
 
 def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -48,15 +49,15 @@ def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def _world_scene(world: str):
-    """A scene generator: the toy world, its objects placed freely (``SNAP_TO_PATCHES`` off, the world before the
+    """A scene generator: the v2 world, its objects placed freely (``SNAP_TO_PATCHES`` off, the world before the
     snap) or enlarged by 1.4 (both diagnostic only)."""
     def generate(split, index: int) -> Scene:
-        snap = toy_world.SNAP_TO_PATCHES
-        toy_world.SNAP_TO_PATCHES = snap and world != "free"
+        snap = v2_world.SNAP_TO_PATCHES
+        v2_world.SNAP_TO_PATCHES = snap and world != "free"
         try:
             scene = generate_scene(split, index)
         finally:
-            toy_world.SNAP_TO_PATCHES = snap
+            v2_world.SNAP_TO_PATCHES = snap
         if world != "big":
             return scene
         objects = []
@@ -77,7 +78,7 @@ def _render(n: int, split: Split, world: str) -> recipe.Images:
 
 
 def vision_presence(lr: float = 1e-3, steps: int = 300, pool: str = "mil", labels: str = "category",
-                    world: str = "toy", n_train: int = 4000, batch: int = 64, warmup: int = 30) -> list[dict]:
+                    world: str = "v2", n_train: int = 4000, batch: int = 64, warmup: int = 30) -> list[dict]:
     """Supervised presence upper bound for the tower; returns one record per 100 steps."""
     train, held = _render(n_train, Split.TRAIN, world), _render(300, Split.CALIBRATION, world)
     names = list(COLOURS) if labels == "colour" else list(CATEGORIES)
@@ -131,13 +132,13 @@ def text_existence(lr: float = 1e-3, steps: int = 1000, layers: int = 16, turns:
                    max_objects: int | None = None) -> list[dict]:
     """The decoder alone on ``scene : ... . question : <existence question> yes/no`` (answers-only loss); returns one
     record per 100 steps with the calibration existence accuracy (yes vs no logit; held-out scenes keep all their
-    objects). ``wording``: ``"object-last"`` (``"is there a X"``) or ``"answer-prompt"`` (the first toy's
-    ``"is there a X in the image ? answer :"``); ``init``: ``"default"`` or ``"mimetic"`` (``model.mimetic_init``);
-    ``max_objects`` keeps that many objects of each training scene (the curriculum's first phase)."""
+    objects). ``wording``: ``"object-last"`` (v2's ``"is there a X"``) or ``"answer-prompt"`` (v1's ``"is there a X
+    in the image ? answer :"``); ``init``: ``"default"`` or ``"mimetic"`` (``model.mimetic_init``); ``max_objects``
+    keeps that many objects of each training scene (the curriculum's first phase)."""
     if wording not in ("object-last", "answer-prompt"):
         raise ValueError(f"wording must be 'object-last' or 'answer-prompt', not {wording!r}")
     rng = np.random.default_rng(0)
-    texts = recipe.Texts(rng, recipe.TrainConfig(language_loss="answers"))
+    texts = recipe.Texts(rng, recipe.TrainConfigV2(language_loss="answers"))
     words = texts.words
     model = build_untrained_model(0, ModelConfig(layers=layers)).train()
     if init == "mimetic":
@@ -223,9 +224,9 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
       filler's, in the image prompt the recipe trains on (``<image> x 144 question : is there a X``).
 
     If the oracle row sits near 0.5, no projector can make the decoder read an image: the reading is tied to the
-    short scene texts it was trained on (DIAGNOSIS.md, session 9).
+    short scene texts it was trained on (DIAGNOSIS.md, session 8).
     """
-    config = recipe.TrainConfig.from_dict(torch.load(checkpoint, weights_only=False)["config"])
+    config = recipe.TrainConfigV2.from_dict(torch.load(checkpoint, weights_only=False)["config"])
     model = build_untrained_model(config.seed, ModelConfig(**config.model))
     model.load_state_dict(torch.load(checkpoint, weights_only=False)["state_dict"])
     model.eval()
@@ -254,7 +255,7 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
                                         + [words["."]] * n]
 
     def oracle(scene: Scene, rng) -> torch.Tensor:
-        labels = toy_world.patch_labels(scene)[0].reshape(-1)
+        labels = v2_world.patch_labels(scene)[0].reshape(-1)
         ids = [words[CATEGORIES[c]] if c < len(CATEGORIES) else words["."] for c in labels]
         return embed[[words["<s>"]] + ids]
 
@@ -264,7 +265,7 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m clva_lite.toy.diagnose", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m clva_lite.toy.v2.diagnose", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     vision = commands.add_parser("vision")
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     vision.add_argument("--steps", type=int, default=300)
     vision.add_argument("--pool", choices=("cls", "mean", "max", "mil"), default="mil")
     vision.add_argument("--labels", choices=("category", "colour"), default="category")
-    vision.add_argument("--world", choices=("toy", "free", "big"), default="toy")
+    vision.add_argument("--world", choices=("v2", "free", "big"), default="v2")
     vision.add_argument("--train-scenes", type=int, default=4000)
     language = commands.add_parser("language")
     language.add_argument("--lr", type=float, default=1e-3)
