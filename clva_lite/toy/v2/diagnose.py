@@ -224,7 +224,7 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
       filler's, in the image prompt the recipe trains on (``<image> x 144 question : is there a X``).
 
     If the oracle row sits near 0.5, no projector can make the decoder read an image: the reading is tied to the
-    short scene texts it was trained on (DIAGNOSIS.md, session 8).
+    short scene texts it was trained on (DIAGNOSIS.md, session 9).
     """
     config = recipe.TrainConfigV2.from_dict(torch.load(checkpoint, weights_only=False)["config"])
     model = build_untrained_model(config.seed, ModelConfig(**config.model))

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .model import ModelConfig
 from .train import TrainConfigV2, seed_checkpoints, train_toy_v2
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,6 +29,10 @@ TABLE = ROOT / "data" / "toy-v2-variants.json"
 EXPLORE_BASE = dict(train_scenes=4000, threads=1, vision_steps=800, vision_batch=64, language_steps=500,
                     language_batch=32, align_steps=80, align_batch=16, instruct_steps=350, instruct_batch=16,
                     held_out_scenes=100)
+
+# The decoder defaults before session 9 (variants F-H were trained with them): RoPE base 1e4, mimetic init on every
+# q/k row with std 0.1. Pinned here so those rows keep meaning what they meant when the defaults change.
+_F_DECODER = {"model": {**asdict(ModelConfig()), "rope_theta": 1e4}, "mimetic_std": 0.1, "mimetic_slow_pairs": 0}
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "A-base": ("recipe defaults at reduced scale (mean-pooled CLIP-like vision, caption + phrase contrastive; "
@@ -44,11 +49,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                      "language_loss": "answers", "instruct_steps": 300}),
     "F-object-last": ("recipe defaults at reduced scale after the diagnosis: questions end with the object word (no "
                       "'answer :'), mimetic q/k init of the decoder, phrase logit scale 30, object-count curriculum "
-                      "in the language stage, 12 questions per scene text", {}),
+                      "in the language stage, 12 questions per scene text", _F_DECODER),
     "G-align-qa": ("F with the align stage on instruct's conversation mix (captions and questions, projector only) "
-                   "instead of captions alone", {"align_task": "conversation"}),
-    "H-align-qa-long": ("G with 3x the align steps (240) and instruct lr 1e-3", {"align_task": "conversation",
-                        "align_steps": 240, "instruct_lr": 1e-3}),
+                   "instead of captions alone", {**_F_DECODER, "align_task": "conversation"}),
+    "H-align-qa-long": ("G with 3x the align steps (240) and instruct lr 1e-3",
+                        {**_F_DECODER, "align_task": "conversation", "align_steps": 240, "instruct_lr": 1e-3}),
 }
 
 

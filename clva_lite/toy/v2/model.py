@@ -58,7 +58,7 @@ class ModelConfig:
     intermediate: int = 320
     # RoPE base. With head_dim 16 only a few frequency pairs turn slowly enough for a query to match a key 150
     # tokens away by content (an image is 144 tokens); a larger base slows every pair down
-    rope_theta: float = 10000.0
+    rope_theta: float = 1e6
 
 
 def vocabulary() -> list[str]:
@@ -93,8 +93,8 @@ def build_config(mc: ModelConfig | None = None) -> LlavaConfig:
     text = LlamaConfig(
         vocab_size=len(words), hidden_size=mc.hidden, intermediate_size=mc.intermediate,
         num_hidden_layers=mc.layers, num_attention_heads=mc.heads, num_key_value_heads=mc.heads,
-        max_position_embeddings=512, rope_theta=mc.rope_theta, bos_token_id=words.index("<s>"), eos_token_id=words.index("</s>"),
-        pad_token_id=words.index("<pad>"), tie_word_embeddings=True)
+        max_position_embeddings=512, rope_theta=mc.rope_theta, bos_token_id=words.index("<s>"),
+        eos_token_id=words.index("</s>"), pad_token_id=words.index("<pad>"), tie_word_embeddings=True)
     return LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=words.index("<image>"),
         vision_feature_select_strategy="default", vision_feature_layer=mc.vision_feature_layer,
@@ -113,7 +113,8 @@ def build_untrained_model(seed: int = 0, mc: ModelConfig | None = None) -> Llava
     return model.eval()
 
 
-def mimetic_init(model: LlavaForConditionalGeneration, std: float = 0.1, seed: int = 0, slow_pairs: int = 0) -> None:
+def mimetic_init(model: LlavaForConditionalGeneration, std: float = 0.1, seed: int = 0,
+                 slow_pairs: int = 0) -> None:
     """Give every decoder head ``W_K = W_Q`` (entries N(0, ``std``)), in place.
 
     With ``slow_pairs`` > 0 only the rows of the ``slow_pairs`` slowest RoPE frequency pairs of each head (Hugging

@@ -65,8 +65,10 @@ class TrainConfigV2:
     language_batch: int = 32
     language_lr: float = 1e-3
     decoder_init: str = "mimetic"  # "mimetic" (W_K = W_Q per head, model.mimetic_init) or "default" (Hugging Face's)
-    mimetic_std: float = 0.1
-    mimetic_slow_pairs: int = 0  # 0: every q/k row shared; k: only the k slowest RoPE pairs (model.mimetic_init)
+    mimetic_std: float = 0.15
+    # 0: every q/k row shared; k: only the k slowest RoPE pairs (model.mimetic_init). Four pairs with RoPE base 1e6
+    # keep a word's match with itself flat out to 150 tokens (the plain init loses 70 % of it there)
+    mimetic_slow_pairs: int = 4
     language_mix: tuple = (0.2, 0.1, 0.7)  # P(caption alone), P(scene text + caption), P(scene text + questions)
     language_turns: int = 12  # questions per scene-text document
     # (until_step, max_objects, turns): short scene texts first (with one object, "is there a X" is a comparison of
@@ -76,9 +78,9 @@ class TrainConfigV2:
     # fine-tuning of LLaVA's Vicuna; captions alone keep all tokens)
     language_loss: str = "answers"
     # P(a scene document writes its scene "long": object mentions scattered, some repeated, through filler words up
-    # to ``language_long_length`` tokens). An image reaches the decoder as 144 tokens before the question, with each
-    # object on several of them; a decoder that only ever read short scene texts answers from them at 0.95 but falls
-    # to chance once 60 filler tokens separate scene and question (DIAGNOSIS.md, session 8)
+    # to ``language_long_length`` tokens), as an image reaches the decoder: 144 tokens, each object on several. With
+    # the plain mimetic init they did not stop the reading from decaying with distance; the slow-pair init below made
+    # them unnecessary (DIAGNOSIS.md, session 9), so they are off by default
     language_long_share: float = 0.0
     language_long_length: int = 150
     # 3. align (projector only)
