@@ -211,3 +211,17 @@ def test_long_scene_texts_mention_every_object_among_fillers():
     lengths = [len(texts.text_document(scene, 50)[0]) for _ in range(10)]
     short = Texts(np.random.default_rng(1), TrainConfigV2(language_curriculum=((10, 1, 1),)))
     assert max(lengths) > max(len(short.text_document(scene, 50)[0]) for _ in range(10))
+
+
+def test_diagnostics_read_recipe_checkpoints(tiny_run):
+    from clva_lite.toy.v2.diagnose import layout_existence, patch_category_probe
+
+    out = tiny_run[0]
+    probe = patch_category_probe(str(out / "checkpoints" / "0-vision.pt"), train_scenes=6, eval_scenes=4, steps=3)
+    assert set(probe) == {"layer -2", "layer -1"}
+    for row in probe.values():
+        assert row["object_patches"] > 0
+        assert 0.0 <= row["object_patch_accuracy"] <= 1.0 and 0.0 <= row["background_recall"] <= 1.0
+    layout = layout_existence(str(out / "checkpoints" / "1-language.pt"), scenes=4, repeats=1, fillers=(0, 20))
+    assert list(layout) == ["text + 0 filler", "text + 20 filler", "oracle image slots"]
+    assert all(0.0 <= v <= 1.0 for v in layout.values())

@@ -4,6 +4,7 @@
     python -m clva_lite.toy.v2.diagnose language --lr 1e-3 --steps 1000 --layers 4 --turns 3 \
         [--wording object-last|answer-prompt] [--init default|mimetic] [--max-objects 1]
     python -m clva_lite.toy.v2.diagnose layout runs/explore/NAME/checkpoints/1-language.pt
+    python -m clva_lite.toy.v2.diagnose patches runs/explore/NAME/checkpoints/0-vision.pt
 
 * ``vision`` trains the v2 CLIP tower with a *supervised* image-level presence head (an upper bound for what the
   image-level contrastive stage can teach it) and prints the training loss and the calibration mean ROC AUC every
@@ -13,6 +14,8 @@
   (both only here).
 * ``layout CHECKPOINT`` measures whether a checkpoint's text-existence reading survives filler between scene and
   question, and image slots filled with the objects' word embeddings (no projector involved).
+* ``patches CHECKPOINT`` fits a linear probe per patch token (category covering the patch, or background) and scores
+  it on calibration scenes: whether single patch tokens tell the objects apart.
 * ``language`` trains the decoder alone on scene text + existence questions (answers-only loss, v2 wording) and
   prints the calibration existence accuracy (yes vs no logit) every 100 steps.
 
@@ -226,10 +229,7 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
     If the oracle row sits near 0.5, no projector can make the decoder read an image: the reading is tied to the
     short scene texts it was trained on (DIAGNOSIS.md, session 9).
     """
-    config = recipe.TrainConfigV2.from_dict(torch.load(checkpoint, weights_only=False)["config"])
-    model = build_untrained_model(config.seed, ModelConfig(**config.model))
-    model.load_state_dict(torch.load(checkpoint, weights_only=False)["state_dict"])
-    model.eval()
+    model, config = _load_checkpoint(checkpoint)
     texts = recipe.Texts(np.random.default_rng(0), config)
     words, embed = texts.words, model.get_input_embeddings().weight.detach()
     calibration = [generate_scene(Split.CALIBRATION, i) for i in range(scenes)]
@@ -264,6 +264,59 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
     return result
 
 
+def _load_checkpoint(checkpoint: str):
+    state = torch.load(checkpoint, weights_only=False)
+    config = recipe.TrainConfigV2.from_dict(state["config"])
+    model = build_untrained_model(config.seed, ModelConfig(**config.model))
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), config
+
+
+@torch.no_grad()
+def patch_category_probe(checkpoint: str, train_scenes: int = 600, eval_scenes: int = 200, steps: int = 300,
+                         layers: tuple[int, ...] = (-2, -1)) -> dict[str, dict[str, float]]:
+    """Does a single patch token say which category covers that patch? (Analysis only: no stage trains on this.)
+
+    A linear probe per vision layer, fitted on the patch tokens (B * 144, width) of ``train_scenes`` train scenes with
+    ``world.patch_labels`` (category of the patch, or background) and scored on ``eval_scenes`` calibration scenes:
+    category accuracy over object patches (chance 1/24) and background recall. An image-level probe can be high while
+    this is low: the tower then finds objects without telling them apart patch by patch, and a decoder that matches
+    the question word against single tokens cannot read the image (DIAGNOSIS.md, session 9).
+    """
+    model, _ = _load_checkpoint(checkpoint)
+    train, held = recipe.render_images(train_scenes), recipe.render_images(eval_scenes, Split.CALIBRATION)
+
+    def labels(images: recipe.Images) -> torch.Tensor:
+        return torch.from_numpy(np.stack([v2_world.patch_labels(s)[0].reshape(-1) for s in images.scenes])).reshape(-1)
+
+    def tokens(images: recipe.Images, layer: int) -> torch.Tensor:
+        hidden = model.model.vision_tower(pixel_values=images.batch(slice(None)), output_hidden_states=True)
+        return hidden.hidden_states[layer][:, 1:].reshape(-1, hidden.hidden_states[layer].shape[-1])
+
+    y_train, y_eval = labels(train), labels(held)
+    on_object = y_eval < len(CATEGORIES)
+    result = {}
+    for layer in layers:
+        x_train, x_eval = tokens(train, layer), tokens(held, layer)
+        mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+        x_train, x_eval = (x_train - mean) / std, (x_eval - mean) / std
+        torch.manual_seed(0)
+        probe = torch.nn.Linear(x_train.shape[1], len(CATEGORIES) + 1)
+        optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+        with torch.enable_grad():
+            for _ in range(steps):
+                loss = F.cross_entropy(probe(x_train), y_train)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        predicted = probe(x_eval).argmax(-1)
+        result[f"layer {layer}"] = {
+            "object_patch_accuracy": round(float((predicted[on_object] == y_eval[on_object]).float().mean()), 3),
+            "background_recall": round(float((predicted[~on_object] == y_eval[~on_object]).float().mean()), 3),
+            "object_patches": int(on_object.sum())}
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clva_lite.toy.v2.diagnose", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -286,9 +339,13 @@ def main(argv: list[str] | None = None) -> None:
     layout = commands.add_parser("layout", help="text existence of a checkpoint under longer / image-like layouts")
     layout.add_argument("checkpoint", help="a recipe checkpoint, e.g. runs/explore/NAME/checkpoints/1-language.pt")
     layout.add_argument("--scenes", type=int, default=100)
+    patches = commands.add_parser("patches", help="per-patch category probe of a checkpoint's vision tower")
+    patches.add_argument("checkpoint", help="a recipe checkpoint, e.g. runs/explore/NAME/checkpoints/0-vision.pt")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.command == "layout":
+    if args.command == "patches":
+        print(patch_category_probe(args.checkpoint), flush=True)
+    elif args.command == "layout":
         print(layout_existence(args.checkpoint, args.scenes), flush=True)
     elif args.command == "vision":
         vision_presence(args.lr, args.steps, args.pool, args.labels, args.world, args.train_scenes)
