@@ -225,3 +225,21 @@ def test_diagnostics_read_recipe_checkpoints(tiny_run):
     layout = layout_existence(str(out / "checkpoints" / "1-language.pt"), scenes=4, repeats=1, fillers=(0, 20))
     assert list(layout) == ["text + 0 filler", "text + 20 filler", "oracle image slots"]
     assert all(0.0 <= v <= 1.0 for v in layout.values())
+
+
+def test_checkpoints_from_before_a_default_changed_keep_what_they_were_trained_with():
+    from dataclasses import asdict
+
+    from clva_lite.toy.v2.explore import variant_config
+    from clva_lite.toy.v2.train import _compatible
+
+    f = variant_config("F-object-last")
+    saved = asdict(f)
+    del saved["mimetic_slow_pairs"]
+    del saved["model"]["rope_theta"]  # F's checkpoints were written before either field existed
+    old = TrainConfigV2.from_dict(saved)
+    assert old.mimetic_slow_pairs == 0 and old.model["rope_theta"] == 1e4
+    assert _compatible(saved, f, 1)  # so a variant seeded from F's language checkpoint still resumes
+    assert not _compatible(saved, TrainConfigV2.from_dict({**asdict(TrainConfigV2()), **{
+        k: v for k, v in saved.items() if k not in ("model", "mimetic_std")}}), 1)
+    assert TrainConfigV2.from_dict(asdict(TrainConfigV2())) == TrainConfigV2()  # a full dict is unchanged

@@ -107,11 +107,29 @@ class TrainConfigV2:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfigV2:
+        """A config from a (possibly older, saved) dict; see :func:`with_legacy_fields`."""
+        values = with_legacy_fields(values)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown TrainConfigV2 fields {unknown}")
         return cls(**values)
+
+
+# Fields added after checkpoints were written with a behaviour that is no longer the default: a saved config that
+# lacks one was trained with the value here, not with today's default (RoPE base 1e4 and mimetic init on every q/k
+# row before session 9).
+_LEGACY_VALUES = {"mimetic_slow_pairs": 0}
+_LEGACY_MODEL_VALUES = {"rope_theta": 1e4}
+
+
+def with_legacy_fields(values: dict) -> dict:
+    """``values`` with the fields it lacks that changed default since (``_LEGACY_VALUES``) filled in with what they
+    were; a full config dict comes back unchanged."""
+    values = {**_LEGACY_VALUES, **values}
+    if isinstance(values.get("model"), dict):
+        values["model"] = {**_LEGACY_MODEL_VALUES, **values["model"]}
+    return values
 
 
 def tiny_training_config(seed: int = 0) -> TrainConfigV2:
@@ -348,11 +366,9 @@ def _save_checkpoint(model, out: Path | None, k: int, config: TrainConfigV2, log
 _STAGE_FIELDS = {
     "vision": ("seed", "train_scenes", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
                "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias", "vision_caption"),
-    "language": ("language_steps", "language_batch", "language_lr", "decoder_init", "mimetic_std", "mimetic_slow_pairs",
-                 "language_mix",
-                 "language_turns", "language_curriculum", "language_loss", "language_long_share",
-                 "language_long_length",
-                 "turns", "caption_share", "count_colour_share",
+    "language": ("language_steps", "language_batch", "language_lr", "decoder_init", "mimetic_std",
+                 "mimetic_slow_pairs", "language_mix", "language_turns", "language_curriculum", "language_loss",
+                 "language_long_share", "language_long_length", "turns", "caption_share", "count_colour_share",
                  "groupmate_negative_share", "caption_noise"),
     "align": ("align_steps", "align_batch", "align_lr", "align_task"),
     "instruct": ("instruct_steps", "instruct_batch", "instruct_lr", "held_out_scenes"),
@@ -366,8 +382,9 @@ def stage_fields(k: int) -> tuple[str, ...]:
 
 
 def _compatible(saved: dict, config: TrainConfigV2, k: int) -> bool:
-    """Fields missing from an older checkpoint count as the current defaults."""
-    current, defaults = asdict(config), asdict(TrainConfigV2())
+    """Fields missing from an older checkpoint count as what they were then (``with_legacy_fields``), else as the
+    current defaults."""
+    saved, current, defaults = with_legacy_fields(saved), asdict(config), asdict(TrainConfigV2())
     return all(_same(saved.get(f, defaults[f]), current[f]) for f in stage_fields(k))
 
 
