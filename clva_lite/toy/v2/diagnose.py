@@ -36,6 +36,7 @@ from ...progress import tqdm
 from ..world import COLOURS, Split
 from . import train as recipe
 from . import world as v2_world
+from .metrics import fit_linear_probe
 from .model import ModelConfig, build_untrained_model, mimetic_init
 from .questions import existence_question
 from .world import CATEGORIES, IMAGE_SIZE, Scene, generate_scene
@@ -239,9 +240,7 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
         for r in range(repeats):
             rng = np.random.default_rng(r)
             for scene in calibration:
-                present = rng.random() < 0.5
-                pool = scene.categories if present else [c for c in CATEGORIES if c not in scene.categories]
-                question = existence_question(pool[int(rng.integers(len(pool)))])
+                question, present = recipe.draw_existence_question(scene, rng)
                 head = prefix(scene, rng)
                 tail = embed[texts.ids(f"question : {question}")]
                 with torch.no_grad():
@@ -297,18 +296,8 @@ def patch_category_probe(checkpoint: str, train_scenes: int = 600, eval_scenes: 
     on_object = y_eval < len(CATEGORIES)
     result = {}
     for layer in layers:
-        x_train, x_eval = tokens(train, layer), tokens(held, layer)
-        mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-        x_train, x_eval = (x_train - mean) / std, (x_eval - mean) / std
-        torch.manual_seed(0)
-        probe = torch.nn.Linear(x_train.shape[1], len(CATEGORIES) + 1)
-        optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
-        with torch.enable_grad():
-            for _ in range(steps):
-                loss = F.cross_entropy(probe(x_train), y_train)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        probe, _, x_eval = fit_linear_probe(tokens(train, layer), y_train, tokens(held, layer), len(CATEGORIES) + 1,
+                                            F.cross_entropy, steps=steps)
         predicted = probe(x_eval).argmax(-1)
         result[f"layer {layer}"] = {
             "object_patch_accuracy": round(float((predicted[on_object] == y_eval[on_object]).float().mean()), 3),

@@ -264,6 +264,26 @@ def summary(row: dict) -> str:
 
 
 @torch.no_grad()
+def fit_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_eval: torch.Tensor, out_features: int, loss_fn,
+                     *, steps: int = 300, weight_decay: float = 0.0, seed: int = 0):
+    """A linear probe on standardised features (statistics of ``x_train``), Adam lr 1e-2, full batch.
+
+    ``x_train`` (N, D), ``x_eval`` (M, D); ``loss_fn(logits (N, out_features), y_train)``. Returns
+    ``(probe, x_train standardised, x_eval standardised)``. Diagnostics only: no training stage uses it."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_eval = (x_train - mean) / std, (x_eval - mean) / std
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(x_train.shape[1], out_features)
+    with torch.enable_grad():
+        optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=weight_decay)
+        for _ in range(steps):
+            loss = loss_fn(probe(x_train), y_train)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return probe, x_train, x_eval
+
+
 def vision_probe(model, n_train: int = 1500, n_eval: int = 300, seed: int = 0) -> dict:
     """Diagnostic (never used for training the model): how well a linear probe on the tower's LLaVA features
     (mean- and max-pooled over patches) tells which categories are present. Trained on train scenes, scored on
@@ -277,20 +297,10 @@ def vision_probe(model, n_train: int = 1500, n_eval: int = 300, seed: int = 0) -
         return torch.cat([feats.mean(1), feats.amax(1)], -1)
 
     train, held = render_images(n_train), render_images(n_eval, Split.CALIBRATION)
-    xt, xe = pooled(train), pooled(held)
-    mu, sd = xt.mean(0), xt.std(0) + 1e-6
-    xt, xe = (xt - mu) / sd, (xe - mu) / sd
     yt = torch.tensor([[c in s.categories for c in CATEGORIES] for s in train.scenes]).float()
     ye = torch.tensor([[c in s.categories for c in CATEGORIES] for s in held.scenes]).float()
-    torch.manual_seed(seed)
-    probe = torch.nn.Linear(xt.shape[1], len(CATEGORIES))
-    with torch.enable_grad():
-        opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-4)
-        for _ in range(300):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(xt), yt)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    probe, xt, xe = fit_linear_probe(pooled(train), yt, pooled(held), len(CATEGORIES),
+                                     torch.nn.functional.binary_cross_entropy_with_logits, weight_decay=1e-4, seed=seed)
     scores = probe(xe)
     aucs = []
     for k in range(len(CATEGORIES)):

@@ -143,12 +143,12 @@ def mimetic_init(model: LlavaForConditionalGeneration, std: float = 0.1, seed: i
     with torch.no_grad():
         for layer in model.model.language_model.layers:
             attention = layer.self_attn
-            rows = shared.repeat(attention.q_proj.weight.shape[0] // head_dim)
             weight = torch.randn(attention.q_proj.weight.shape, generator=generator) * std
             if not slow_pairs:
                 attention.q_proj.weight.copy_(weight)
                 attention.k_proj.weight.copy_(weight)
                 continue
+            rows = shared.repeat(attention.q_proj.weight.shape[0] // head_dim)
             q = torch.randn(weight.shape, generator=generator) * 0.02
             k = torch.randn(weight.shape, generator=generator) * 0.02
             attention.q_proj.weight.copy_(torch.where(rows[:, None], weight, q))

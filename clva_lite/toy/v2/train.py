@@ -428,6 +428,13 @@ def seed_checkpoints(base: str | Path, out: str | Path, config: TrainConfigV2) -
 # --- held-out checks ----------------------------------------------------------------------------------------------
 
 
+def draw_existence_question(scene: Scene, rng: np.random.Generator) -> tuple[str, bool]:
+    """(question, whether its object is present): a present category or an absent one, each with probability 1/2."""
+    present = bool(rng.random() < 0.5)
+    pool = scene.categories if present else [c for c in CATEGORIES if c not in scene.categories]
+    return existence_question(pool[int(rng.integers(len(pool)))]), present
+
+
 @torch.no_grad()
 def existence_accuracy(model, slots: torch.Tensor | None, scenes: list[Scene], texts: Texts,
                        rng: np.random.Generator, as_text: bool = False) -> float:
@@ -436,9 +443,7 @@ def existence_accuracy(model, slots: torch.Tensor | None, scenes: list[Scene], t
     words = texts.words
     right = []
     for k, scene in enumerate(scenes):
-        present = rng.random() < 0.5
-        pool = scene.categories if present else [c for c in CATEGORIES if c not in scene.categories]
-        question = existence_question(pool[int(rng.integers(len(pool)))])
+        question, present = draw_existence_question(scene, rng)
         if as_text:
             ids = [words["<s>"]] + texts.ids(f"scene : {texts.scene_text(scene)} question : {question}")
             embeds = model.get_input_embeddings()(torch.tensor([ids]))
