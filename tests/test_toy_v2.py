@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +39,24 @@ def test_scenes_follow_the_rules():
     image = scenes[0].image()
     assert image.size == (96, 96)
     assert w2.NUM_VISUAL_TOKENS == 144 and w2.patch_labels(scenes[0])[0].shape == (12, 12)
+
+
+def test_glyph_textures_tell_categories_apart_and_leave_the_background(monkeypatch):
+    scene = w2.generate_scene("train", 7)
+    textured = np.asarray(scene.image(), dtype=float)
+    monkeypatch.setattr(w2, "TEXTURES", False)
+    flat = np.asarray(scene.image(), dtype=float)
+    inside = np.zeros((96, 96), bool)
+    for obj in scene.objects:
+        inside |= w2.object_mask(obj) > 0
+    assert np.array_equal(textured[~inside], flat[~inside])  # no random draw added: background and clutter as before
+    assert np.abs(textured[inside] - flat[inside]).mean() > 5
+    monkeypatch.setattr(w2, "TEXTURES", True)
+    star, moon, cross = (w2.ToyObject(c, "red", 48.0, 48.0, 16.0, False) for c in ("star", "moon", "cross"))
+    same_group = np.abs(w2.surface_texture(star) - w2.surface_texture(moon)).mean()
+    other_group = np.abs(w2.surface_texture(star) - w2.surface_texture(cross)).mean()
+    assert same_group > 0.05 and other_group > 0.05  # every category its own stripes
+    assert w2.surface_texture(star).min() >= 1 - w2.TEXTURE_DEPTH - 1e-9 and w2.surface_texture(star).max() <= 1
 
 
 def test_split_seed_ranges_are_disjoint():
@@ -94,6 +113,22 @@ def test_resume_reuses_completed_stages(tiny_run):
     other = TrainConfigV2.from_dict({**config.__dict__, "vision_lr": 1.0})
     with pytest.raises(ValueError, match="another config"):
         train_toy_v2(other, out=out)
+
+
+def test_vision_stage_top_k_patch_pooling_at_the_layer_llava_reads():
+    config = TrainConfigV2.from_dict({**tiny_training_config().__dict__, "vision_mil_topk": 4,
+                                      "vision_phrase_layer": -2})
+    untrained = build_untrained_model(config.seed).model.vision_tower
+    model, log = train_toy_v2(config, stop_after="vision")
+    assert [s["stage"] for s in log] == ["vision"] and "phrase_acc" in log[0]
+    tower = model.model.vision_tower
+    unchanged = [name for (name, a), b in zip(tower.named_parameters(), untrained.parameters()) if a.equal(b)]
+    assert not unchanged
+    for field, value in (("vision_mil_topk", 0), ("vision_mil_topk", 145), ("vision_phrase_layer", 0),
+                         ("vision_phrase_layer", -9)):
+        bad = TrainConfigV2.from_dict({**config.__dict__, field: value})
+        with pytest.raises(ValueError, match=field):
+            train_toy_v2(bad, stop_after="vision")
 
 
 def test_the_variants_table_reads_the_committed_exploration(tmp_path):

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from . import world as v2_world
 from .model import ModelConfig
 from .train import TrainConfigV2, seed_checkpoints, train_toy_v2
 
@@ -96,7 +97,9 @@ def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n
            "training": [{k: s[k] for k in s if k in ("stage", "steps", "seconds", "first_loss", "final_loss")}
                         | {k: v for k, v in s.items() if k.startswith("calibration")}
                         for s in training.get("stages", [])],
-           "train_seconds": round(sum(s["seconds"] for s in training.get("stages", [])), 1), **result}
+           "train_seconds": round(sum(s["seconds"] for s in training.get("stages", [])), 1),
+           # rows measured before session 11 predate the glyph textures (world.TEXTURES) and lack this field
+           "glyph_textures": None if name == "v1" else v2_world.TEXTURES, **result}
     table = Path(table or TABLE)
     rows = json.loads(table.read_text()) if table.exists() else []
     rows = [r for r in rows if r["name"] != name] + [row]

@@ -53,6 +53,12 @@ class TrainConfigV2:
     vision_pool: str = "mil"  # "cls" (CLIP's pooler), "mean" or "max" over post-layernormed patch tokens, or
     #                            "mil": captions as "mean", a phrase scored by its best-matching patch
     vision_phrase_weight: float = 1.0
+    # "mil": a phrase's image score is the mean of its k best patch scores. k = 1 (FILIP's max) trains one patch per
+    # object, and per-patch probes then find the category in about a third of the object patches (DIAGNOSIS.md,
+    # session 9); objects cover 2 x 2 to 3 x 3 patches
+    vision_mil_topk: int = 1
+    # the vision layer the phrase term scores (-1: the last, post-layernormed; -2: the one LLaVA reads)
+    vision_phrase_layer: int = -1
     # the phrase term's own logit scale (0: share CLIP's) and initial bias; SigLIP uses 10 / -10, but on normalised
     # embeddings a scale of 10 with bias -10 keeps every phrase logit <= 0 until the scale grows (probe AUC after 600
     # steps: 0.70 with 10, 0.80 with 30; DIAGNOSIS.md)
@@ -365,7 +371,8 @@ def _save_checkpoint(model, out: Path | None, k: int, config: TrainConfigV2, log
 
 _STAGE_FIELDS = {
     "vision": ("seed", "train_scenes", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
-               "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias", "vision_caption"),
+               "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias", "vision_caption",
+               "vision_mil_topk", "vision_phrase_layer"),
     "language": ("language_steps", "language_batch", "language_lr", "decoder_init", "mimetic_std",
                  "mimetic_slow_pairs", "language_mix", "language_turns", "language_curriculum", "language_loss",
                  "language_long_share", "language_long_length", "turns", "caption_share", "count_colour_share",
@@ -500,6 +507,13 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
     # 1. vision: CLIP-like contrastive pre-training
     if done < 0:
         rng = stage_rng(0)
+        if not 1 <= config.vision_mil_topk <= NUM_VISUAL_TOKENS:
+            raise ValueError(f"vision_mil_topk must be in 1..{NUM_VISUAL_TOKENS} (patches per image), "
+                             f"not {config.vision_mil_topk}")
+        vision_layers = tower.config.num_hidden_layers
+        if not -vision_layers <= config.vision_phrase_layer <= -1:
+            raise ValueError(f"vision_phrase_layer must be in -{vision_layers}..-1 (counted from the tower's last "
+                             f"layer), not {config.vision_phrase_layer}")
         texts = Texts(rng, config)
         width = tower.config.hidden_size
         text_encoder = TextEncoder(len(texts.words))
@@ -513,12 +527,15 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
 
         def image_embedding(pixels) -> tuple[torch.Tensor, torch.Tensor | None]:
             """(pooled image embedding (B, 64), per-patch embeddings (B, V, 64) for ``vision_pool="mil"``)."""
-            hidden = tower(pixel_values=pixels)
+            hidden = tower(pixel_values=pixels, output_hidden_states=config.vision_phrase_layer != -1)
             if config.vision_pool == "cls":
                 return F.normalize(image_proj(hidden.pooler_output), dim=-1), None
-            patches = getattr(tower, "vision_model", tower).post_layernorm(hidden.last_hidden_state[:, 1:])
+            layernorm = getattr(tower, "vision_model", tower).post_layernorm
+            patches = layernorm(hidden.last_hidden_state[:, 1:])
             if config.vision_pool == "mil":
-                return F.normalize(image_proj(patches.mean(1)), dim=-1), F.normalize(image_proj(patches), dim=-1)
+                scored = patches if config.vision_phrase_layer == -1 else layernorm(
+                    hidden.hidden_states[config.vision_phrase_layer][:, 1:])
+                return F.normalize(image_proj(patches.mean(1)), dim=-1), F.normalize(image_proj(scored), dim=-1)
             pooled = patches.amax(1) if config.vision_pool == "max" else patches.mean(1)
             return F.normalize(image_proj(pooled), dim=-1), None
 
@@ -533,8 +550,9 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
             extra = {"retrieval_acc": round(float((logits.argmax(1) == target).float().mean()), 3)}
             if config.vision_phrase_weight > 0:
                 phrases = text_encoder(phrase_ids, phrase_attention)
-                # "mil": a phrase matches an image through its best-matching patch (FILIP-like token-wise max)
-                similarity = img @ phrases.T if patch_emb is None else (patch_emb @ phrases.T).amax(1)
+                # "mil": a phrase matches an image through its best-matching patches (FILIP-like token-wise max)
+                similarity = img @ phrases.T if patch_emb is None else (patch_emb @ phrases.T).topk(
+                    config.vision_mil_topk, dim=1).values.mean(1)
                 t = (phrase_scale if own_scale else scale).exp().clamp(max=100)
                 phrase_logits = t * similarity + phrase_bias
                 labels = present_table[idx]

@@ -11,6 +11,8 @@ Rules (deterministic, no ``set`` iteration):
 * Objects are 11-20 px (faint ones 8-12 px, opacity 0.3-0.45) in a 96 px image over textured noise with clutter
   strokes; objects may overlap partly.
 * 8 px patches: a 12 x 12 grid, 144 visual tokens; object centres sit on patch centres (``SNAP_TO_PATCHES``).
+* Glyphs carry a striped surface texture: angle by group, period by member (``TEXTURES``), so a patch inside an
+  object shows what it is.
 * Splits reuse v1's disjoint seed ranges (``clva_lite.toy.world.SPLIT_SEED_BASE``); the generator is seeded with
   ``[seed, 2]`` so v2 scenes never replay v1 scenes.
 
@@ -57,6 +59,14 @@ GROUP_CAP = 2  # distinct members of one group per scene
 # Object centres on patch centres: a ViT's 8 px patch tokens then see each glyph cut the same way, instead of at one of
 # 64 sub-patch offsets (supervised presence AUC after 300 steps 0.81 snapped vs 0.56 free; clva_lite.toy.v2.diagnose).
 SNAP_TO_PATCHES = True
+# Each category's glyph carries a surface texture: stripes at its group's angle with its own period, as real objects
+# carry local texture (fur, wheels, leaves) that a single ViT patch can see. Without it a patch inside a solid glyph
+# is one flat colour, the shape lives only in the edges, and even a tower trained with per-patch labels named the
+# category of 0.32 of the object patches (clva_lite/toy/v2/DIAGNOSIS.md, session 11).
+TEXTURES = True
+TEXTURE_ANGLES = tuple(np.pi * g / len(GROUPS) for g in range(len(GROUPS)))  # radians, one per group
+TEXTURE_PERIODS = (2.5, 3.5, 4.5, 6.0)  # pixels, one per member of a group
+TEXTURE_DEPTH = 0.45  # stripes darken the glyph's colour by up to this fraction (hue kept for colour questions)
 
 
 @dataclass(frozen=True)
@@ -197,6 +207,18 @@ def object_mask(obj: ToyObject, size: int = IMAGE_SIZE) -> np.ndarray:
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
+def surface_texture(obj: ToyObject, size: int = IMAGE_SIZE) -> np.ndarray:
+    """(size, size) brightness factor in [1 - TEXTURE_DEPTH, 1] for ``obj``'s category: stripes centred on the
+    object (no random draw, so adding textures left every scene's background and clutter as they were)."""
+    if not TEXTURES:
+        return np.ones((size, size))
+    group = GROUP_OF[obj.category]
+    angle, period = TEXTURE_ANGLES[group], TEXTURE_PERIODS[GROUPS[group].index(obj.category)]
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    phase = ((xx - obj.x) * np.cos(angle) + (yy - obj.y) * np.sin(angle)) / period
+    return 1 - TEXTURE_DEPTH * (0.5 + 0.5 * np.cos(2 * np.pi * phase))
+
+
 def render_scene(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     """The scene as a ``size`` x ``size`` RGB image (v1's background, clutter and blending)."""
     rng = np.random.default_rng(scene.background_seed)
@@ -205,7 +227,7 @@ def render_scene(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     for obj in scene.objects:
         mask = object_mask(obj, size)[..., None]
         opacity = rng.uniform(0.3, 0.45) if obj.faint else 1.0
-        colour = np.array(COLOURS[obj.colour], dtype=np.float64)
+        colour = np.array(COLOURS[obj.colour], dtype=np.float64) * surface_texture(obj, size)[..., None]
         image = image * (1 - mask * opacity) + colour * mask * opacity
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="RGB")
 
