@@ -131,6 +131,27 @@ def test_vision_stage_top_k_patch_pooling_at_the_layer_llava_reads():
             train_toy_v2(bad, stop_after="vision")
 
 
+def test_token_wise_caption_matching_scores_every_patch_against_its_best_token():
+    from clva_lite.toy.v2.train import token_wise_similarity
+
+    basis = torch.eye(4)
+    patches = torch.stack([basis[[0, 1, 1]], basis[[2, 2, 3]]])  # two images, three patches each
+    tokens = torch.stack([basis[[0, 1, 3]], basis[[2, 3, 0]]])  # two captions; the second's last token is padding
+    attention = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    image_to_text, text_to_image = token_wise_similarity(patches, tokens, attention)
+    assert image_to_text.shape == text_to_image.shape == (2, 2)
+    # image 0 against caption 1 (tokens 2, 3): no patch matches; image 1 against caption 0 matches only patch 3
+    assert image_to_text.tolist() == [[1.0, 0.0], [pytest.approx(1 / 3), 1.0]]
+    # caption 0's tokens 0, 1, 3 against image 0 (patches 0, 1): two of three found; padding never counts
+    assert text_to_image.tolist() == [[pytest.approx(2 / 3), 0.0], [pytest.approx(1 / 3), 1.0]]
+    config = TrainConfigV2.from_dict({**tiny_training_config().__dict__, "vision_caption_match": "tokens"})
+    model, log = train_toy_v2(config, stop_after="vision")
+    assert np.isfinite(log[0]["final_loss"]) and "retrieval_acc" in log[0]
+    for bad in ({"vision_caption_match": "words"}, {"vision_caption_match": "tokens", "vision_pool": "mean"}):
+        with pytest.raises(ValueError, match="vision_caption_match"):
+            train_toy_v2(TrainConfigV2.from_dict({**config.__dict__, **bad}), stop_after="vision")
+
+
 def test_the_variants_table_reads_the_committed_exploration(tmp_path):
     from clva_lite.toy.v2.explore import variants_frame
 

@@ -64,6 +64,10 @@ class TrainConfigV2:
     # steps: 0.70 with 10, 0.80 with 30; DIAGNOSIS.md)
     vision_phrase_scale: float = 30.0
     vision_phrase_bias: float = -10.0
+    # how the caption InfoNCE compares an image with a caption: "pooled" (CLIP: one vector each) or "tokens" (FILIP's
+    # late interaction with ``vision_pool="mil"``: an image's score for a caption is the mean over its patches of the
+    # best-matching caption token, and back, so every patch is trained, not one per object)
+    vision_caption_match: str = "pooled"
     vision_caption: str = "objects"  # "full": the caption ("a red star and ..."); "objects": its nouns only, left to
     #                               right ("a star and a moon ."), so colours cannot solve the retrieval alone
     # 2. language (text only)
@@ -338,11 +342,29 @@ class TextEncoder(torch.nn.Module):
         self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
         self.proj = torch.nn.Linear(width, out)
 
-    def forward(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, attention: torch.Tensor, tokens: bool = False) -> torch.Tensor:
+        """(B, out) normalised text embeddings, or with ``tokens`` (B, L, out) normalised per-token embeddings."""
         x = self.embed(ids) + self.position[: ids.shape[1]]
         x = self.encoder(x, src_key_padding_mask=attention == 0)
+        if tokens:
+            return F.normalize(self.proj(x), dim=-1)
         mask = attention.unsqueeze(-1).float()
         return F.normalize(self.proj((x * mask).sum(1) / mask.sum(1).clamp_min(1)), dim=-1)
+
+
+def token_wise_similarity(patches: torch.Tensor, tokens: torch.Tensor, attention: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """FILIP's late interaction. ``patches`` (I, V, D) and ``tokens`` (T, L, D) normalised, ``attention`` (T, L).
+
+    Returns (image-to-text, text-to-image) similarities, each (I, T): the mean over an image's patches of its best
+    caption token, and the mean over a caption's real tokens of its best patch.
+    """
+    similarity = torch.einsum("ivd,tld->itvl", patches, tokens)  # (I, T, V, L)
+    real = attention.bool()[None, :, None, :]
+    image_to_text = similarity.masked_fill(~real, float("-inf")).amax(-1).mean(-1)
+    best_patch = similarity.amax(2)  # (I, T, L)
+    text_to_image = (best_patch * attention[None]).sum(-1) / attention.sum(-1).clamp_min(1)[None]
+    return image_to_text, text_to_image
 
 
 def patch_features(model, pixels: torch.Tensor) -> torch.Tensor:
@@ -372,7 +394,7 @@ def _save_checkpoint(model, out: Path | None, k: int, config: TrainConfigV2, log
 _STAGE_FIELDS = {
     "vision": ("seed", "train_scenes", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
                "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias", "vision_caption",
-               "vision_mil_topk", "vision_phrase_layer"),
+               "vision_mil_topk", "vision_phrase_layer", "vision_caption_match"),
     "language": ("language_steps", "language_batch", "language_lr", "decoder_init", "mimetic_std",
                  "mimetic_slow_pairs", "language_mix", "language_turns", "language_curriculum", "language_loss",
                  "language_long_share", "language_long_length", "turns", "caption_share", "count_colour_share",
@@ -514,6 +536,12 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
         if not -vision_layers <= config.vision_phrase_layer <= -1:
             raise ValueError(f"vision_phrase_layer must be in -{vision_layers}..-1 (counted from the tower's last "
                              f"layer), not {config.vision_phrase_layer}")
+        if config.vision_caption_match not in ("pooled", "tokens"):
+            raise ValueError(f"vision_caption_match must be 'pooled' or 'tokens', not {config.vision_caption_match!r}")
+        token_wise = config.vision_caption_match == "tokens"
+        if token_wise and config.vision_pool != "mil":
+            raise ValueError("vision_caption_match='tokens' needs vision_pool='mil' (it scores per-patch embeddings), "
+                             f"not vision_pool={config.vision_pool!r}")
         texts = Texts(rng, config)
         width = tower.config.hidden_size
         text_encoder = TextEncoder(len(texts.words))
@@ -543,10 +571,16 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
             idx = torch.from_numpy(rng.integers(n, size=config.vision_batch))
             img, patch_emb = image_embedding(images.batch(idx))
             ids, attention, _ = texts.pad([texts.ids(texts.vision_caption(images.scenes[int(i)])) for i in idx])
-            txt = text_encoder(ids, attention)
-            logits = scale.exp().clamp(max=100) * img @ txt.T
             target = torch.arange(len(idx))
-            loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            if token_wise:
+                image_to_text, text_to_image = token_wise_similarity(patch_emb, text_encoder(ids, attention, True),
+                                                                     attention)
+                logits = scale.exp().clamp(max=100) * image_to_text
+                loss = (F.cross_entropy(logits, target)
+                        + F.cross_entropy(scale.exp().clamp(max=100) * text_to_image.T, target)) / 2
+            else:
+                logits = scale.exp().clamp(max=100) * img @ text_encoder(ids, attention).T
+                loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
             extra = {"retrieval_acc": round(float((logits.argmax(1) == target).float().mean()), 3)}
             if config.vision_phrase_weight > 0:
                 phrases = text_encoder(phrase_ids, phrase_attention)

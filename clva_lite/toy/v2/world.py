@@ -56,6 +56,8 @@ FAINT_PROB = 0.2
 OBJECT_COUNT_PROBS = (0.25, 0.3, 0.25, 0.2)  # P(3), P(4), P(5), P(6) objects
 MIN_OBJECTS = 3
 GROUP_CAP = 2  # distinct members of one group per scene
+OBJECT_SIZES = (11.0, 20.0)  # px, uniform range of a visible object's size
+FAINT_SIZES = (8.0, 12.0)  # px, the same for faint objects
 # Object centres on patch centres: a ViT's 8 px patch tokens then see each glyph cut the same way, instead of at one of
 # 64 sub-patch offsets (supervised presence AUC after 300 steps 0.81 snapped vs 0.56 free; clva_lite.toy.v2.diagnose).
 SNAP_TO_PATCHES = True
@@ -137,7 +139,7 @@ def generate_scene(split: Split | str, index: int) -> Scene:
     n_objects = int(rng.choice(len(OBJECT_COUNT_PROBS), p=OBJECT_COUNT_PROBS)) + MIN_OBJECTS
     categories = _choose_categories(rng, n_objects)
     faint = [bool(rng.random() < FAINT_PROB) for _ in categories]
-    sizes = [float(rng.uniform(8, 12) if f else rng.uniform(11, 20)) for f in faint]
+    sizes = [float(rng.uniform(*FAINT_SIZES) if f else rng.uniform(*OBJECT_SIZES)) for f in faint]
     centres = _place(rng, sizes)
     colour_names = list(COLOURS)
     objects = tuple(
