@@ -115,6 +115,33 @@ def test_resume_reuses_completed_stages(tiny_run):
         train_toy_v2(other, out=out)
 
 
+def test_instruct_trains_the_tower_only_when_asked(tiny_run, tmp_path):
+    out, config, _, _ = tiny_run
+    aligned = torch.load(out / "checkpoints" / "2-align.pt", weights_only=False)
+    tower_before = {k: v for k, v in aligned["state_dict"].items() if "vision_tower" in k}
+    assert tower_before
+    for scale in (0.0, 0.5):
+        run = tmp_path / f"scale-{scale}"
+        (run / "checkpoints").mkdir(parents=True)
+        for stage in STAGES[:3]:
+            name = f"{STAGES.index(stage)}-{stage}.pt"
+            (run / "checkpoints" / name).symlink_to(out / "checkpoints" / name)
+        tuned = TrainConfigV2.from_dict({**config.__dict__, "instruct_tower_lr_scale": scale})
+        model, log = train_toy_v2(tuned, out=run)
+        assert [s["stage"] for s in log] == list(STAGES) and np.isfinite(log[-1]["final_loss"])
+        after = model.state_dict()
+        moved = [k for k, v in tower_before.items() if not after[k].equal(v)]
+        assert bool(moved) == (scale > 0), (scale, moved[:3])
+        if scale > 0:  # LLaVA reads layer -2: the last layer and the post-layernorm get no gradient, layer 0 does
+            last = model.config.vision_config.num_hidden_layers - 1
+            assert any(".layers.0." in k for k in moved)
+            assert not any(f".layers.{last}." in k or "post_layernorm" in k for k in moved)
+        assert not any(p.requires_grad for p in model.parameters())
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="instruct_tower_lr_scale"):
+            train_toy_v2(TrainConfigV2.from_dict({**config.__dict__, "instruct_tower_lr_scale": bad}))
+
+
 def test_vision_stage_top_k_patch_pooling_at_the_layer_llava_reads():
     config = TrainConfigV2.from_dict({**tiny_training_config().__dict__, "vision_mil_topk": 4,
                                       "vision_phrase_layer": -2})

@@ -220,7 +220,7 @@ def _cosine_lr(optimizer, base_lr: float, step: int, total: int, warmup: int = 5
     warm = min(1.0, (step + 1) / max(1, min(warmup, total // 5)))
     lr = base_lr * warm * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def _run_stage(name: str, steps: int, lr: float, params, loss_fn, log: list[dict]) -> None:

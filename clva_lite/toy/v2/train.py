@@ -10,9 +10,10 @@ resume when its checkpoint is there):
    (the co-occurrence prior), scenes written as text followed by questions and answers, and scene text followed by
    its caption. No image slots.
 3. **align** - LLaVA stage 1: projector only (vision tower and decoder frozen), captioning loss on image + caption.
-4. **instruct** - LLaVA stage 2: projector + decoder on multi-turn conversations (captions and yes/no questions)
-   over images. Faint objects are named in captions and answers as in v1 (the pixels barely show them), and with
-   ``caption_noise`` a caption also names an absent group-mate (annotation noise that follows co-occurrence).
+4. **instruct** - LLaVA stage 2: projector + decoder (and, with ``instruct_tower_lr_scale`` > 0, the tower at a
+   lower learning rate) on multi-turn conversations (captions and yes/no questions) over images. Faint objects are
+   named in captions and answers as in v1 (the pixels barely show them), and with ``caption_noise`` a caption also
+   names an absent group-mate (annotation noise that follows co-occurrence).
 
 ``python -m clva_lite.toy train --recipe v2 --out DIR [--quick]``.
 """
@@ -102,6 +103,9 @@ class TrainConfigV2:
     instruct_steps: int = 700
     instruct_batch: int = 16
     instruct_lr: float = 5e-4
+    # 0: the tower stays frozen in stage 2, as in LLaVA-1.5. > 0: it is trained too, at instruct_lr times this, as
+    # later LLaVA-style recipes do (LLaVA-OneVision, Qwen-VL), so the answers' loss reaches the patch tokens.
+    instruct_tower_lr_scale: float = 0.0
     turns: int = 3
     caption_share: float = 0.3
     count_colour_share: float = 0.15
@@ -400,7 +404,7 @@ _STAGE_FIELDS = {
                  "language_long_share", "language_long_length", "turns", "caption_share", "count_colour_share",
                  "groupmate_negative_share", "caption_noise"),
     "align": ("align_steps", "align_batch", "align_lr", "align_task"),
-    "instruct": ("instruct_steps", "instruct_batch", "instruct_lr", "held_out_scenes"),
+    "instruct": ("instruct_steps", "instruct_batch", "instruct_lr", "instruct_tower_lr_scale", "held_out_scenes"),
 }
 
 
@@ -499,6 +503,9 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
     ``stop_after`` ends after that stage (its checkpoint written), e.g. to test resuming. Without
     ``keep_checkpoints`` the per-stage checkpoints (about 14 MB each) are deleted once the model folder is saved.
     """
+    if not 0.0 <= config.instruct_tower_lr_scale <= 1.0:
+        raise ValueError(f"instruct_tower_lr_scale must be in [0, 1] (0: frozen tower, as in LLaVA-1.5), "
+                         f"not {config.instruct_tower_lr_scale}")
     out = Path(out) if out is not None else None
     torch.set_num_threads(config.threads)
     model = build_untrained_model(config.seed, ModelConfig(**config.model)).train()
@@ -667,14 +674,22 @@ def train_toy_v2(config: TrainConfigV2, out: str | Path | None = None, *, stop_a
         rng = stage_rng(3)
         texts = Texts(rng, config)
 
+        train_tower = config.instruct_tower_lr_scale > 0
+        params = [{"params": [*projector.parameters(), *decoder.parameters()]}]
+        if train_tower:
+            tower.requires_grad_(True)
+            tower.train()
+            params.append({"params": [*tower.parameters()], "lr_scale": config.instruct_tower_lr_scale})
+
         def instruct_loss(step):
             idx = torch.from_numpy(rng.integers(n, size=config.instruct_batch))
             rows = [texts.conversation(images.scenes[int(i)], config.turns) for i in idx]
             ids, attention, mask = texts.pad([r[0] for r in rows], [r[1] for r in rows])
-            return language_loss(model, ids, attention, mask, projected(idx))
+            slots = projector(patch_features(model, images.batch(idx))) if train_tower else projected(idx)
+            return language_loss(model, ids, attention, mask, slots)
 
-        _run_stage("instruct", config.instruct_steps, config.instruct_lr,
-                   [*projector.parameters(), *decoder.parameters()], instruct_loss, log)
+        _run_stage("instruct", config.instruct_steps, config.instruct_lr, params, instruct_loss, log)
+        tower.requires_grad_(False)
         model.eval()
         with torch.no_grad():
             slots = projector(patch_features(model, held_out.batch(slice(None))))
