@@ -44,11 +44,11 @@ LONG_FILLERS = (".", "the", "of", "on", "in")  # filler words of long scene text
 @dataclass
 class TrainConfigV2:
     seed: int = 0
-    train_scenes: int = 12000
+    train_scenes: int = 8000
     threads: int = 2
     model: dict = field(default_factory=lambda: asdict(ModelConfig()))
     # 1. vision (CLIP-like)
-    vision_steps: int = 800
+    vision_steps: int = 600
     vision_batch: int = 64
     vision_lr: float = 1e-3
     vision_pool: str = "mil"  # "cls" (CLIP's pooler), "mean" or "max" over post-layernormed patch tokens, or
@@ -72,7 +72,7 @@ class TrainConfigV2:
     vision_caption: str = "objects"  # "full": the caption ("a red star and ..."); "objects": its nouns only, left to
     #                               right ("a star and a moon ."), so colours cannot solve the retrieval alone
     # 2. language (text only)
-    language_steps: int = 1100
+    language_steps: int = 500
     language_batch: int = 32
     language_lr: float = 1e-3
     decoder_init: str = "mimetic"  # "mimetic" (W_K = W_Q per head, model.mimetic_init) or "default" (Hugging Face's)
@@ -95,12 +95,12 @@ class TrainConfigV2:
     language_long_share: float = 0.0
     language_long_length: int = 150
     # 3. align (projector only)
-    align_steps: int = 200
+    align_steps: int = 300
     align_batch: int = 16
     align_lr: float = 2e-3
     align_task: str = "caption"  # "caption" (LLaVA stage 1: image -> caption) or "conversation" (instruct's mix)
     # 4. instruct (projector + decoder)
-    instruct_steps: int = 700
+    instruct_steps: int = 1400
     instruct_batch: int = 16
     instruct_lr: float = 5e-4
     # 0: the tower stays frozen in stage 2, as in LLaVA-1.5. > 0: it is trained too, at instruct_lr times this, as

@@ -56,8 +56,8 @@ FAINT_PROB = 0.2
 OBJECT_COUNT_PROBS = (0.25, 0.3, 0.25, 0.2)  # P(3), P(4), P(5), P(6) objects
 MIN_OBJECTS = 3
 GROUP_CAP = 2  # distinct members of one group per scene
-OBJECT_SIZES = (11.0, 20.0)  # px, uniform range of a visible object's size
-FAINT_SIZES = (8.0, 12.0)  # px, the same for faint objects
+OBJECT_SIZES = (18.0, 30.0)  # px, uniform range of a visible object's size
+FAINT_SIZES = (12.0, 18.0)  # px, the same for faint objects
 # Object centres on patch centres: a ViT's 8 px patch tokens then see each glyph cut the same way, instead of at one of
 # 64 sub-patch offsets (supervised presence AUC after 300 steps 0.81 snapped vs 0.56 free; clva_lite.toy.v2.diagnose).
 SNAP_TO_PATCHES = True
@@ -68,7 +68,7 @@ SNAP_TO_PATCHES = True
 TEXTURES = True
 TEXTURE_ANGLES = tuple(np.pi * g / len(GROUPS) for g in range(len(GROUPS)))  # radians, one per group
 TEXTURE_PERIODS = (2.5, 3.5, 4.5, 6.0)  # pixels, one per member of a group
-TEXTURE_DEPTH = 0.45  # stripes darken the glyph's colour by up to this fraction (hue kept for colour questions)
+TEXTURE_DEPTH = 0.7  # stripes darken the glyph's colour by up to this fraction (hue kept for colour questions)
 
 
 @dataclass(frozen=True)
