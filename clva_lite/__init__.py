@@ -3,7 +3,7 @@
 Public API (see the notebooks for a guided tour)::
 
     loaded = clva_lite.load_model("toy")                    # or "llava-hf/llava-1.5-7b-hf"
-    inputs = loaded.inputs([image], ["is there a star in the image ?"])
+    inputs = loaded.inputs([image], ["is there a star"])
     with clva_lite.capture(loaded, inputs) as rec:          # attention over visual tokens
         loaded.model.generate(**inputs, max_new_tokens=4)
     heads = clva_lite.calibrate_heads(loaded, images, questions, split="calibration")

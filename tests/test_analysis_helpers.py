@@ -43,7 +43,7 @@ from clva_lite.eval.comparison import (
 from clva_lite.toy import CATEGORIES, generate_scene  # noqa: E402
 from clva_lite.toy.world import patch_labels  # noqa: E402
 
-V = 64  # the toy's 8 x 8 patch grid
+V = 144  # the toy's 12 x 12 patch grid
 
 
 @pytest.fixture(autouse=True)
@@ -443,12 +443,12 @@ def close_figures():
 
 def test_attention_maps_draw_one_panel_per_map(scene, close_figures):
     maps = [torch.rand(V), torch.rand(V), np.ones(V)]
-    fig = plots.attention_maps(maps, ["A+", "A-", "uniform"], (8, 8), scene.image(), suptitle="anchors")
+    fig = plots.attention_maps(maps, ["A+", "A-", "uniform"], (12, 12), scene.image(), suptitle="anchors")
     assert isinstance(fig, Figure)
     assert [ax.get_title() for ax in fig.axes] == ["A+", "A-", "uniform"]
-    assert isinstance(plots.attention_maps(maps[:1], ["one"], (8, 8)), Figure)
+    assert isinstance(plots.attention_maps(maps[:1], ["one"], (12, 12)), Figure)
     with pytest.raises(ValueError, match="3 maps but 2 titles"):
-        plots.attention_maps(maps, ["A+", "A-"], (8, 8))
+        plots.attention_maps(maps, ["A+", "A-"], (12, 12))
 
 
 def test_head_class_map_marks_anchor_heads(close_figures):

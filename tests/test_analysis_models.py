@@ -71,8 +71,8 @@ def test_tables_refuse_empty_items(toy):
 def test_attention_under_clva_differs_in_deep_layers_only(toy, heads, prompts):
     stock = attention_with(toy, *prompts)
     steered = attention_with(toy, *prompts, CLVAConfig(alpha=3.0, beta=3.0), heads, batch_size=4)
-    assert stock.shape == steered.shape == (len(prompts[1]), 8, 4, 64)
-    before = [layer for layer in range(8) if layer not in BANDS["deep"]]
+    assert stock.shape == steered.shape == (len(prompts[1]), 16, 8, 144)
+    before = [layer for layer in range(16) if layer not in BANDS["deep"]]
     assert torch.allclose(stock[:, before], steered[:, before], atol=1e-5)
     for layer in BANDS["deep"]:
         assert (stock[:, layer] - steered[:, layer]).abs().max() > 1e-3
@@ -114,7 +114,7 @@ def test_evaluate_methods_and_a_zero_delta(toy, heads, items):
 
 def _inputs(loaded, start, n):
     return loaded.inputs([generate_scene("test", i).image() for i in range(start, start + n)],
-                         ["is there a star in the image ?"] * n)
+                         ["is there a star"] * n)
 
 
 def test_nested_captures_take_new_inputs_per_batch(toy, heads):
@@ -128,7 +128,7 @@ def test_nested_captures_take_new_inputs_per_batch(toy, heads):
         with clva_lite.capture(toy, first) as record_c, clva_lite.capture(toy, first) as record_d:  # same inputs
             toy.model(**first)
         assert config._attn_implementation == "clva_lite"
-    assert record_a.visual.shape == (1, 1, 8, 4, 64) and record_b.visual.shape == (1, 2, 8, 4, 64)
+    assert record_a.visual.shape == (1, 1, 16, 8, 144) and record_b.visual.shape == (1, 2, 16, 8, 144)
     assert torch.allclose(record_c.visual, record_a.visual) and torch.allclose(record_d.visual, record_a.visual)
     with clva_lite.capture(toy, second) as alone:
         toy.model(**second)

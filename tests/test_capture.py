@@ -5,8 +5,8 @@ import clva_lite
 from clva_lite.attention.function import _STATES, ATTENTION_NAME
 from clva_lite.toy import generate_scene
 
-QUESTIONS = ["is there a star in the image ?", "describe the image .", "is the cross green ?",
-             "are there two rings in the image ?"]
+QUESTIONS = ["is there a star", "describe the image .", "is the star on the left of the moon",
+             "are there two rings"]
 
 
 def _inputs(loaded, n):
@@ -80,7 +80,7 @@ def test_capture_is_removed_even_when_the_body_raises(any_model):
 
 
 def test_prompt_without_image_tokens_is_a_clear_error(untrained):
-    inputs = untrained.processor.tokenizer(["question : is there a star ? answer :"], return_tensors="pt")
+    inputs = untrained.processor.tokenizer(["question : is there a star"], return_tensors="pt")
     with pytest.raises(ValueError, match="contain no image tokens"):
         with clva_lite.capture(untrained, inputs):
             pass
@@ -94,9 +94,9 @@ def test_capture_only_requested_layers(untrained):
     inputs = _inputs(untrained, 2)
     with clva_lite.capture(untrained, inputs, layers=[1, 6]) as record:
         untrained.model(**inputs)
-    assert record.visual.shape == (1, 2, 2, 4, 64)
+    assert record.visual.shape == (1, 2, 2, 8, 144)
     with pytest.raises(ValueError, match="outside"):
-        with clva_lite.capture(untrained, inputs, layers=[8]):
+        with clva_lite.capture(untrained, inputs, layers=[16]):
             pass
 
 
@@ -111,14 +111,14 @@ def test_beam_search_expands_rows(untrained):
 def test_visual_grid(untrained):
     inputs = _inputs(untrained, 1)
     span = clva_lite.find_visual_span(untrained, inputs)
-    assert span.grid == (8, 8) and span.num_visual == 64
+    assert span.grid == (12, 12) and span.num_visual == 144
     assert int(span.system.sum()) == 1  # <s>
 
 
 def test_qwen2_vl_grid_survives_generate(tiny_dirs):
     # generate's prefill may not hand image_grid_thw to the forward by keyword; the grid of the caller's inputs stays.
     loaded = clva_lite.load_model(tiny_dirs["qwen2-vl"], device="cpu")
-    inputs = loaded.inputs([generate_scene("calibration", 1).image()], ["is there a star in the image ?"])
+    inputs = loaded.inputs([generate_scene("calibration", 1).image()], ["is there a star"])
     with clva_lite.capture(loaded, inputs) as forward_rec:
         loaded.model(**inputs)
     with clva_lite.capture(loaded, inputs) as generate_rec:

@@ -95,7 +95,7 @@ def test_run_pope_gives_records_scores_and_provenance(untrained, tmp_path):
     with pytest.raises(ValueError, match="other settings"):  # records of other settings are never reused
         run_pope(untrained, vanilla(), split="calibration", limit=3, samplings=("random",), records_dir=tmp_path,
                  batch_size=8, max_new_tokens=3)
-    assert "| random | 6 |" in format_result(result)
+    assert f"| random | {len(items)} |" in format_result(result)
 
 
 def test_run_chair_and_run_mme_on_two_scenes(untrained):

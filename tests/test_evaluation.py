@@ -17,7 +17,7 @@ from clva_lite.eval.scoring import (
 )
 from clva_lite.eval.sweep import sweep_weights
 from clva_lite.toy import mme_questions, pope_questions
-from clva_lite.toy.train import TrainConfig, train_toy_model
+from clva_lite.toy.train import TrainConfig, tiny_training_config, train_toy_model
 
 
 def test_records_are_saved_and_a_run_resumes(untrained, tmp_path):
@@ -98,7 +98,7 @@ def test_toy_mme_scores_from_records():
 
 def test_sweep_refuses_the_test_split(untrained):
     heads = calibrate_heads(untrained, [pope_questions("calibration", 4, "random")[0].scene.image()],
-                            ["is there a star in the image ?"], split="calibration")
+                            ["is there a star"], split="calibration")
     with pytest.raises(ValueError, match="test split"):
         sweep_weights(untrained, heads, question_items(pope_questions("test", 4, "random")), [0.0], [0.0])
     result = sweep_weights(untrained, heads, caption_items("calibration", 2), [0.0, 1.0], [0.0],
@@ -120,8 +120,7 @@ def test_quick_training_loss_falls():
 
 
 def test_training_is_deterministic_under_a_seed():
-    config = TrainConfig(train_scenes=24, batch_size=4, vision_steps=3, language_steps=3, align_steps=2,
-                         instruct_steps=2, held_out_scenes=8)
+    config = tiny_training_config()
     first, _ = train_toy_model(config)
     second, _ = train_toy_model(config)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
@@ -240,7 +239,7 @@ def test_demo_chair_grid_is_on_calibration_captions_and_saved(untrained, tmp_pat
     monkeypatch.setattr(demo, "ALPHAS", (0.0, 1.0))
     monkeypatch.setattr(demo, "BETAS", (0.0,))
     heads = calibrate_heads(untrained, [pope_questions("calibration", 4, "random")[0].scene.image()],
-                            ["is there a star in the image ?"], split="calibration")
+                            ["is there a star"], split="calibration")
     sweep = demo.chair_grid(untrained, heads, tmp_path)
     assert sweep["values"].shape == (2, 1) and sweep["split"] == "calibration" and sweep["metric"] == "chair_s"
     assert (tmp_path / "alpha_beta_chair_s_calibration.png").stat().st_size > 1000

@@ -15,8 +15,8 @@ from clva_lite.models.tiny import TINY_KINDS, build_tiny_model
 from clva_lite.plots import layer_heatmaps
 from clva_lite.toy import generate_scene
 
-QUESTIONS = ["is there a star in the image ?", "describe the image .", "is the cross green ?",
-             "are there two rings in the image ?"]
+QUESTIONS = ["is there a star", "describe the image .", "is the star on the left of the moon",
+             "are there two rings"]
 KIND_OF = {f.tiny_kind: f for f in FAMILIES.values()}
 
 
@@ -102,7 +102,7 @@ def test_contrastive_baselines_run_or_name_the_family(family_model):
     assert not _STATES
 
 
-# kind -> (visual tokens of one 64 x 64 toy scene, heat-map grid, tokens that tile it)
+# kind -> (visual tokens of one 96 x 96 toy scene, heat-map grid, tokens that tile it)
 GRIDS = {"llava-llama": (16, (4, 4), None), "llava-next": (88, (4, 4), (0, 16)),
          "llava-onevision": (88, (4, 4), (0, 16)), "qwen2-vl": (16, (4, 4), None), "qwen2.5-vl": (16, (4, 4), None),
          "qwen3-vl": (16, (4, 4), None),

@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from clva_lite.toy import CATEGORIES, PARTNERS, Split, caption, generate_scene, mme_questions, pope_questions
+from clva_lite.toy import CATEGORIES, PARTNERS, Split, caption, generate_scene, mme_questions, pope_questions, world
+from clva_lite.toy import questions as toy_questions
 from clva_lite.toy.model import build_tokenizer
 from clva_lite.toy.questions import train_statistics
 from clva_lite.toy.world import SPLIT_SEED_BASE, SPLIT_SIZE_LIMIT, patch_labels, scene_seed
@@ -16,7 +17,7 @@ def test_scene_is_deterministic():
     a, b = generate_scene("test", 7), generate_scene(Split.TEST, 7)
     assert a == b
     assert np.array_equal(np.asarray(a.image()), np.asarray(b.image()))
-    assert a.image().size == (64, 64)
+    assert a.image().size == (96, 96)
 
 
 def test_splits_use_disjoint_seed_ranges():
@@ -31,13 +32,30 @@ def test_splits_use_disjoint_seed_ranges():
     assert generate_scene("train", 3).objects != generate_scene("test", 3).objects
 
 
-def test_scenes_hold_one_to_four_objects_with_cooccurrence():
+def test_categories_groups_and_popularity():
+    assert len(CATEGORIES) == 24 == len(set(CATEGORIES))
+    assert len(world.GROUPS) == 6 and all(len(g) == 4 for g in world.GROUPS)
+    assert len(set(world.POPULARITY.values())) == 24  # unequal popularity
+    assert world.NUM_VISUAL_TOKENS == 144
+
+
+def test_scenes_hold_three_to_six_objects_with_cooccurrence():
     scenes = [generate_scene("train", i) for i in range(400)]
-    assert {len(s.objects) for s in scenes} == {1, 2, 3, 4}
-    with_star = [s for s in scenes if "star" in s.categories and len(s.objects) > 1]
-    with_moon = sum("moon" in s.categories for s in with_star) / len(with_star)
-    with_diamond = sum("diamond" in s.categories for s in with_star) / len(with_star)
-    assert with_moon > 0.5 > 0.2 > with_diamond  # group-mates co-occur, others rarely
+    assert {len(s.objects) for s in scenes} == {3, 4, 5, 6}
+    for s in scenes:
+        groups = [world.GROUP_OF[c] for c in s.categories]
+        assert max(groups.count(g) for g in groups) <= world.GROUP_CAP
+    with_star = [s for s in scenes if "star" in s.categories]
+    mates = sum(any(m in s.categories for m in PARTNERS["star"]) for s in with_star) / len(with_star)
+    others = sum("diamond" in s.categories for s in with_star) / len(with_star)
+    assert mates > 0.5 > 0.2 > others  # group-mates co-occur, others rarely
+
+
+def test_object_centres_sit_on_patch_centres():
+    for s in [generate_scene("train", i) for i in range(50)]:
+        for o in s.objects:
+            half = world.PATCH_SIZE / 2
+            assert (o.x - half) % world.PATCH_SIZE == 0 == (o.y - half) % world.PATCH_SIZE
 
 
 def _digest() -> str:
@@ -88,10 +106,10 @@ def test_pope_sampling_rules(sampling):
                 assert cooccurrence[positive, negative] == best
             if sampling == "popular":
                 assert frequency[negative] >= min(frequency[c] for c in absent)
-    mates = sum(any(n.category in PARTNERS[c] for c in n.scene.categories) for n in questions[1::2])
-    share = mates / (len(questions) / 2)
-    # absent group-mates are over-represented among adversarial negatives (measured: ~0.34 vs ~0.18 random)
-    assert share > 0.25 if sampling == "adversarial" else share < 0.25
+    share = toy_questions.adversarial_groupmate_share(questions)
+    # adversarial negatives are mostly absent group-mates (GROUP_CAP leaves two absent mates per present group)
+    assert share > 0.6 if sampling == "adversarial" else share < 0.45
+    assert [q.label for q in questions[:4]] == ["yes", "no", "yes", "no"]
 
 
 @pytest.mark.parametrize("subtask", ["existence", "count", "position", "color"])
@@ -101,17 +119,22 @@ def test_mme_pairs_are_one_yes_one_no_and_true(subtask):
     for yes, no in zip(questions[::2], questions[1::2]):
         assert (yes.label, no.label) == ("yes", "no") and yes.scene_index == no.scene_index
         scene = yes.scene
+        assert not yes.text.endswith("?") and "answer" not in yes.text.split()  # the asked-about word comes last
         if subtask == "existence":
-            assert yes.text.split()[3] in scene.categories and no.text.split()[3] not in scene.categories
+            assert yes.text.split()[-1] in scene.categories and no.text.split()[-1] not in scene.categories
         if subtask == "color":
             category, colour = yes.text.split()[2:4]
             assert [o.colour for o in scene.objects if o.category == category] == [colour]
+        if subtask == "count":
+            words = yes.text.split()
+            category = next(c for c in CATEGORIES if words[-1] in (c, world.PLURALS[c]))
+            assert scene.count(category) == toy_questions.NUMBER_WORDS.index(words[-2])
 
 
 def test_patch_labels_cover_objects():
     scene = generate_scene("test", 2)
     categories, colours = patch_labels(scene)
-    assert categories.shape == (8, 8)
+    assert categories.shape == (12, 12)
     present = {CATEGORIES[c] for c in np.unique(categories) if c < len(CATEGORIES)}
     assert present <= set(scene.categories) and present
 
@@ -123,3 +146,22 @@ def test_tokenizer_round_trip():
     assert tokenizer.unk_token_id not in ids
     assert tokenizer.decode(ids) == text
     assert tokenizer(text)["input_ids"][0] == tokenizer.bos_token_id
+
+
+def test_glyph_textures_tell_categories_apart_and_leave_the_background(monkeypatch):
+    scene = world.generate_scene("train", 7)
+    textured = np.asarray(scene.image(), dtype=float)
+    monkeypatch.setattr(world, "TEXTURES", False)
+    flat = np.asarray(scene.image(), dtype=float)
+    inside = np.zeros((96, 96), bool)
+    for obj in scene.objects:
+        inside |= world.object_mask(obj) > 0
+    assert np.array_equal(textured[~inside], flat[~inside])  # no random draw added: background and clutter as before
+    assert np.abs(textured[inside] - flat[inside]).mean() > 5
+    monkeypatch.setattr(world, "TEXTURES", True)
+    star, moon, cross = (world.ToyObject(c, "red", 48.0, 48.0, 16.0, False) for c in ("star", "moon", "cross"))
+    same_group = np.abs(world.surface_texture(star) - world.surface_texture(moon)).mean()
+    other_group = np.abs(world.surface_texture(star) - world.surface_texture(cross)).mean()
+    assert same_group > 0.05 and other_group > 0.05  # every category its own stripes
+    stripes = world.surface_texture(star)
+    assert stripes.min() >= 1 - world.TEXTURE_DEPTH - 1e-9 and stripes.max() <= 1

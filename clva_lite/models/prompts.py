@@ -1,6 +1,6 @@
 """Prompt building for every served family, in one place.
 
-Chat models' processors carry a chat template (the toy's renders ``"<image> question : ... answer :"``,
+Chat models' processors carry a chat template (the toy's renders ``"<image> question : is there a star"``,
 LLaVA-1.5's ``"USER: <image>\\n... ASSISTANT:"``, Qwen's ``<|vision_start|><|image_pad|>...``, Gemma 3's
 ``<start_of_turn>user\\n<start_of_image>...``), so a prompt is the user turn ``[image, question]`` rendered with
 ``add_generation_prompt=True``. PaliGemma is not a chat model: its prompt is ``"<image>" + question`` and its

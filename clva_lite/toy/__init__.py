@@ -5,13 +5,15 @@ from .questions import (
     POPE_SAMPLINGS,
     ToyQuestion,
     caption,
+    count_question,
     existence_question,
     mme_questions,
     pope_questions,
 )
-from .world import CATEGORIES, COLOURS, PARTNERS, Scene, Split, generate_scene, generate_scenes
+from .world import CATEGORIES, COLOURS, GROUPS, PARTNERS, Scene, Split, generate_scene, generate_scenes
 
 __all__ = [
-    "CATEGORIES", "COLOURS", "MME_SUBTASKS", "PARTNERS", "POPE_SAMPLINGS", "Scene", "Split", "ToyQuestion",
-    "caption", "existence_question", "generate_scene", "generate_scenes", "mme_questions", "pope_questions",
+    "CATEGORIES", "COLOURS", "GROUPS", "MME_SUBTASKS", "PARTNERS", "POPE_SAMPLINGS", "Scene", "Split", "ToyQuestion",
+    "caption", "count_question", "existence_question", "generate_scene", "generate_scenes", "mme_questions",
+    "pope_questions",
 ]

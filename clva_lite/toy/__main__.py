@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -13,29 +12,18 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--out", default="data/toy-llava", help="output folder (default: data/toy-llava)")
     train.add_argument("--quick", action="store_true", help="a ~1 minute run for tests and the recipe notebook")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--recipe", choices=("v1", "v2"), default="v1",
-                       help="v1 (default, the bundled model) or v2 (clva_lite/toy/v2: 24 categories, 144 tokens, "
-                            "16 x 8 decoder, CLIP-like vision and text-only language pre-training)")
+    train.add_argument("--config-json", default=None, help="TrainConfig fields to override, as JSON")
     card = commands.add_parser("card", help="evaluate a trained toy model on the test split and write its card")
     card.add_argument("--model", default="data/toy-llava")
-    card.add_argument("--scenes", type=int, default=500, help="test scenes per benchmark")
+    card.add_argument("--scenes", type=int, default=300, help="test scenes per benchmark (default 300)")
     card.add_argument("--rescore", action="store_true",
                       help="re-score the saved card records with the current metric code (no model run)")
     args = parser.parse_args(argv)
 
-    if args.command == "train" and args.recipe == "v2":
-        from .v2.train import main_train
+    if args.command == "train":
+        from .train import main_train
 
-        out = args.out if args.out != "data/toy-llava" else "runs/toy-v2"
-        main_train(out, quick=args.quick, seed=args.seed)
-    elif args.command == "train":
-        from .train import TrainConfig, train_toy_model
-
-        config = TrainConfig.quick() if args.quick else TrainConfig()
-        config.seed = args.seed
-        start = time.time()
-        train_toy_model(config, out=args.out)
-        print(f"trained in {time.time() - start:.0f} s -> {args.out}")
+        main_train(args.out, quick=args.quick, seed=args.seed, config_json=args.config_json)
     else:
         from .card import rescore_model_card, write_model_card
 

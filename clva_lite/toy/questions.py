@@ -3,11 +3,15 @@
 Documented rules:
 
 * **Caption**: objects left to right, ``"a {colour} {category}"`` joined by ``" and "``, ending in ``" ."``.
-* **POPE** (following POPE's own sampling, Li et al. 2023): only scenes with >= 3 objects; up to 3 distinct present
-  categories are positives (in ``CATEGORIES`` order); each positive is paired with one absent category:
+* **Wording**: every question ends with the word it asks about (``"is there a star"``, ``"are there two stars"``,
+  ``"is the star red"``, ``"is the star on the left of the moon"``); the toy's chat template adds no ``answer :``,
+  so the answer follows that word (``clva_lite.toy.model.CHAT_TEMPLATE`` says why).
+* **POPE** (following POPE's own sampling, Li et al. 2023): scenes with >= 3 objects (all of them); up to 3
+  distinct present categories are positives (in ``CATEGORIES`` order); each positive is paired with one absent category:
   *random* draws uniformly among absent categories; *popular* takes the most frequent absent category (frequency
   ranked on the train split); *adversarial* takes the absent category that co-occurs most with that positive
-  (co-occurrence counted on the train split). Negatives within one scene are distinct.
+  (co-occurrence counted on the train split; mostly an absent group-mate, see
+  :func:`adversarial_groupmate_share`). Negatives within one scene are distinct.
 * **MME-style pairs**: for each scene and subtask, one question whose answer is yes and one whose answer is no
   (existence, count, position, colour). Scenes where a subtask has no valid pair are skipped for it.
 """
@@ -20,7 +24,7 @@ from itertools import combinations
 
 import numpy as np
 
-from .world import CATEGORIES, COLOURS, PLURALS, Scene, Split, as_split, generate_scenes
+from .world import CATEGORIES, COLOURS, GROUP_OF, PLURALS, Scene, Split, as_split, generate_scenes
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five")
 POPE_SAMPLINGS = ("random", "popular", "adversarial")
@@ -35,7 +39,25 @@ def caption(scene: Scene) -> str:
 
 
 def existence_question(category: str) -> str:
-    return f"is there a {category} in the image ?"
+    """``"is there a star"``: the object word last, the answer right after it."""
+    return f"is there a {category}"
+
+
+def count_question(category: str, k: int) -> str:
+    """``"is there one star"`` / ``"are there two stars"``."""
+    return f"is there one {category}" if k == 1 else f"are there {NUMBER_WORDS[k]} {PLURALS[category]}"
+
+
+def colour_question(category: str, colour: str) -> str:
+    """``"is the star red"``."""
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; use one of {tuple(COLOURS)}")
+    return f"is the {category} {colour}"
+
+
+def position_question(left: str, right: str) -> str:
+    """``"is the star on the left of the moon"``."""
+    return f"is the {left} on the left of the {right}"
 
 
 @dataclass(frozen=True)
@@ -96,7 +118,7 @@ def pope_questions(
         if len(scene.objects) < 3:
             continue
         present = scene.categories
-        rng = np.random.default_rng([scene.seed, POPE_SAMPLINGS.index(sampling)])
+        rng = np.random.default_rng([scene.seed, 2, POPE_SAMPLINGS.index(sampling)])
         used: list[str] = []
         for k, positive in enumerate(present[:positives_per_scene]):
             absent = [c for c in CATEGORIES if c not in present and c not in used]
@@ -121,6 +143,13 @@ def pope_questions(
     return questions
 
 
+def adversarial_groupmate_share(questions: list[ToyQuestion]) -> float:
+    """Share of negative questions whose category is a group-mate of some present category of their scene."""
+    negatives = [q for q in questions if q.label == "no"]
+    hits = sum(GROUP_OF[q.category] in {GROUP_OF[c] for c in q.scene.categories} for q in negatives)
+    return hits / max(1, len(negatives))
+
+
 def _mme_pair(scene: Scene, subtask: str, rng: np.random.Generator) -> tuple[str, str] | None:
     """(yes-question, no-question) for one scene and subtask, or ``None`` when the scene has no valid pair."""
     present = scene.categories
@@ -132,15 +161,10 @@ def _mme_pair(scene: Scene, subtask: str, rng: np.random.Generator) -> tuple[str
     if subtask == "count":
         category = present[int(rng.integers(len(present)))]
         n = scene.count(category)
+        if n > 4:
+            return None
         wrong = [k for k in range(1, 5) if k != n]
-        m = wrong[int(rng.integers(len(wrong)))]
-
-        def ask(k: int) -> str:
-            noun = category if k == 1 else PLURALS[category]
-            verb = "is" if k == 1 else "are"
-            return f"{verb} there {NUMBER_WORDS[k]} {noun} in the image ?"
-
-        return ask(n), ask(m)
+        return count_question(category, n), count_question(category, wrong[int(rng.integers(len(wrong)))])
     if subtask == "position":
         singles = [o for o in scene.objects if scene.count(o.category) == 1]
         pairs = [(a, b) for a, b in combinations(singles, 2) if abs(a.x - b.x) >= 12]
@@ -148,10 +172,7 @@ def _mme_pair(scene: Scene, subtask: str, rng: np.random.Generator) -> tuple[str
             return None
         a, b = pairs[int(rng.integers(len(pairs)))]
         left, right = (a, b) if a.x < b.x else (b, a)
-        return (
-            f"is the {left.category} on the left of the {right.category} ?",
-            f"is the {right.category} on the left of the {left.category} ?",
-        )
+        return position_question(left.category, right.category), position_question(right.category, left.category)
     if subtask == "color":
         singles = [o for o in scene.objects if scene.count(o.category) == 1]
         if not singles:
@@ -159,7 +180,7 @@ def _mme_pair(scene: Scene, subtask: str, rng: np.random.Generator) -> tuple[str
         obj = singles[int(rng.integers(len(singles)))]
         others = [c for c in COLOURS if c != obj.colour]
         other = others[int(rng.integers(len(others)))]
-        return f"is the {obj.category} {obj.colour} ?", f"is the {obj.category} {other} ?"
+        return colour_question(obj.category, obj.colour), colour_question(obj.category, other)
     raise ValueError(f"unknown MME subtask {subtask!r}; use one of {MME_SUBTASKS}")
 
 

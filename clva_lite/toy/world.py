@@ -1,17 +1,20 @@
-"""The toy world: small RGB scenes of coloured glyphs with COCO-like co-occurrence.
+"""The toy world: 96 x 96 scenes of 3-6 coloured glyphs from 24 categories in 6 co-occurring groups of four.
 
-Rules (all deterministic, no `set` iteration anywhere):
+Rules (deterministic, no ``set`` iteration):
 
-* 12 categories, 6 colours. Categories come in 4 *groups* of three (``GROUPS``) that co-occur like knife, fork
-  and spoon in COCO: once a category is placed, each of its group-mates joins with probability ``PARTNER_PROB``
-  (while there is room).
-* Categories have unequal popularity (``POPULARITY``), so POPE's *popular* negatives differ from *random* ones.
-* 1-4 objects per scene (a category may appear twice, for counting questions).
-* Perception is not trivial: objects are small (7-16 px in a 64 px image), may overlap (partial occlusion),
-  a share ``FAINT_PROB`` of them is drawn faint (low contrast, small), and the background is textured noise
-  with clutter strokes that are not objects.
-* Splits (train / calibration / test) draw their seeds from disjoint ranges: scene ``i`` of split ``s`` is
-  generated from seed ``SPLIT_SEED_BASE[s] + i``.
+* 24 categories in 6 *groups* of four (``GROUPS``), co-occurring like knife / fork / spoon / bowl in COCO: once a
+  category is placed, each group-mate joins with probability ``PARTNER_PROB`` while there is room; at most
+  ``GROUP_CAP`` = 2 distinct members of a group per scene, so POPE's adversarial negatives (the absent categories
+  that co-occur most with a present one) are mostly absent group-mates.
+* Unequal popularity (``POPULARITY``, a Zipf-like ladder), so POPE's *popular* negatives differ from *random* ones.
+* 3-6 objects per scene (a category may repeat, for counting questions), 6 colours.
+* Perception is not trivial: objects are 11-20 px (faint ones 8-12 px, opacity 0.3-0.45) over textured noise with
+  clutter strokes that are not objects; objects may overlap partly.
+* 8 px patches: a 12 x 12 grid, 144 visual tokens; object centres sit on patch centres (``SNAP_TO_PATCHES``).
+* Splits (train / calibration / test) draw their seeds from disjoint ranges: scene ``i`` of split ``s`` comes from
+  seed ``[SPLIT_SEED_BASE[s] + i, 2]``.
+* Glyphs carry a striped surface texture: angle by group, period by member (``TEXTURES``), so a patch inside an
+  object shows what it is.
 """
 
 from __future__ import annotations
@@ -23,19 +26,22 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 GROUPS: tuple[tuple[str, ...], ...] = (
-    ("star", "moon", "heart"),
-    ("square", "triangle", "arrow"),
-    ("cross", "diamond", "bar"),
-    ("circle", "ring", "hexagon"),
+    ("star", "moon", "spark", "heart"),
+    ("square", "triangle", "pentagon", "hexagon"),
+    ("cross", "tee", "ell", "bar"),
+    ("circle", "ring", "egg", "dome"),
+    ("arrow", "chevron", "flag", "kite"),
+    ("diamond", "hourglass", "trapezoid", "octagon"),
 )
 CATEGORIES: tuple[str, ...] = tuple(c for group in GROUPS for c in group)
+GROUP_OF: dict[str, int] = {c: g for g, group in enumerate(GROUPS) for c in group}
 PLURALS: dict[str, str] = {c: (c + "es" if c.endswith(("ss", "x")) else c + "s") for c in CATEGORIES}
 PARTNERS: dict[str, tuple[str, ...]] = {c: tuple(m for m in g if m != c) for g in GROUPS for c in g}
-POPULARITY: dict[str, float] = {
-    "star": 3.0, "square": 2.6, "circle": 2.3, "cross": 2.0,
-    "moon": 1.6, "triangle": 1.4, "ring": 1.3, "diamond": 1.2,
-    "heart": 1.0, "arrow": 0.9, "hexagon": 0.8, "bar": 0.7,
-}
+# Zipf-like ladder; every group holds one popular and one rare category.
+_LADDER = [3.0, 2.7, 2.4, 2.2, 2.0, 1.85, 1.7, 1.6, 1.5, 1.4, 1.3, 1.2,
+           1.1, 1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5]
+_ORDER = [g[k] for k in range(4) for g in GROUPS]  # group leaders first, then second members, ...
+POPULARITY: dict[str, float] = {c: _LADDER[_ORDER.index(c)] for c in CATEGORIES}
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40),
     "green": (40, 200, 60),
@@ -44,11 +50,30 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (170, 60, 220),
     "white": (245, 245, 245),
 }
-IMAGE_SIZE = 64
-PARTNER_PROB = 0.7
-REPEAT_PROB = 0.12
+IMAGE_SIZE = 96
+PATCH_SIZE = 8
+GRID = IMAGE_SIZE // PATCH_SIZE
+NUM_VISUAL_TOKENS = GRID * GRID
+PARTNER_PROB = 0.75
+REPEAT_PROB = 0.1
 FAINT_PROB = 0.2
-OBJECT_COUNT_PROBS = (0.1, 0.25, 0.35, 0.3)  # P(1), P(2), P(3), P(4) objects
+OBJECT_COUNT_PROBS = (0.25, 0.3, 0.25, 0.2)  # P(3), P(4), P(5), P(6) objects
+MIN_OBJECTS = 3
+GROUP_CAP = 2  # distinct members of one group per scene
+OBJECT_SIZES = (18.0, 30.0)  # px, uniform range of a visible object's size
+FAINT_SIZES = (12.0, 18.0)  # px, the same for faint objects
+# Object centres on patch centres: a ViT's 8 px patch tokens then see each glyph cut the same way, instead of at one of
+# 64 sub-patch offsets (supervised presence AUC after 300 steps 0.81 snapped vs 0.56 free; clva_lite.toy.diagnose).
+SNAP_TO_PATCHES = True
+# Each category's glyph carries a surface texture: stripes at its group's angle with its own period, as real objects
+# carry local texture (fur, wheels, leaves) that a single ViT patch can see. Without it a patch inside a solid glyph
+# is one flat colour, the shape lives only in the edges, and even a tower trained with per-patch labels named the
+# category of 0.32 of the object patches (DIAGNOSIS.md, session 11).
+TEXTURES = True
+TEXTURE_ANGLES = tuple(np.pi * g / len(GROUPS) for g in range(len(GROUPS)))  # radians, one per group
+TEXTURE_PERIODS = (2.5, 3.5, 4.5, 6.0)  # pixels, one per member of a group
+TEXTURE_DEPTH = 0.7  # stripes darken the glyph's colour by up to this fraction (hue kept for colour questions)
+
 
 
 class Split(str, Enum):
@@ -115,35 +140,48 @@ def scene_seed(split: Split | str, index: int) -> int:
     return SPLIT_SEED_BASE[split] + index
 
 
+def _group_count(chosen: list[str], category: str) -> int:
+    """Distinct members of ``category``'s group already in ``chosen``."""
+    return len({c for c in chosen if GROUP_OF[c] == GROUP_OF[category]})
+
+
 def _choose_categories(rng: np.random.Generator, n_objects: int) -> list[str]:
+    """Popularity-weighted draws; after each new category its group-mates (in a random order) join with
+    probability ``PARTNER_PROB``; at most ``GROUP_CAP`` distinct members of one group per scene, so a present
+    category always has absent group-mates (POPE's adversarial negatives)."""
     weights = np.array([POPULARITY[c] for c in CATEGORIES])
     chosen: list[str] = []
     while len(chosen) < n_objects:
         if chosen and rng.random() < REPEAT_PROB:
             category = chosen[int(rng.integers(len(chosen)))]
         else:
-            free = np.array([c not in chosen for c in CATEGORIES])
+            free = np.array([c not in chosen and _group_count(chosen, c) < GROUP_CAP for c in CATEGORIES])
             p = weights * free
             category = CATEGORIES[int(rng.choice(len(CATEGORIES), p=p / p.sum()))]
         chosen.append(category)
-        for mate in PARTNERS[category]:
-            if len(chosen) < n_objects and mate not in chosen and rng.random() < PARTNER_PROB:
+        mates = list(PARTNERS[category])
+        rng.shuffle(mates)
+        for mate in mates:
+            if (len(chosen) < n_objects and mate not in chosen and _group_count(chosen, mate) < GROUP_CAP
+                    and rng.random() < PARTNER_PROB):
                 chosen.append(mate)
     return chosen
 
 
 def _place(rng: np.random.Generator, sizes: list[float]) -> list[tuple[float, float]]:
-    """Centres with bounded overlap: objects may occlude each other partly, never fully."""
+    """Object centres, drawn until they are not too close; with ``SNAP_TO_PATCHES`` each centre is a patch centre,
+    so a glyph always falls on the 8 px patch grid the same way."""
     centres: list[tuple[float, float]] = []
     for size in sizes:
         for _ in range(200):
             half = size / 2 + 1
-            x, y = rng.uniform(half, IMAGE_SIZE - half, size=2)
-            ok = all(
-                np.hypot(x - cx, y - cy) > 0.6 * (size + other) / 2
-                for (cx, cy), other in zip(centres, sizes)
-            )
-            if ok:
+            if SNAP_TO_PATCHES:
+                low = int(np.ceil((half - PATCH_SIZE / 2) / PATCH_SIZE))
+                high = int((IMAGE_SIZE - half - PATCH_SIZE / 2) // PATCH_SIZE)
+                x, y = (PATCH_SIZE * rng.integers(low, high + 1, size=2) + PATCH_SIZE / 2).astype(float)
+            else:
+                x, y = rng.uniform(half, IMAGE_SIZE - half, size=2)
+            if all(np.hypot(x - cx, y - cy) > 0.6 * (size + other) / 2 for (cx, cy), other in zip(centres, sizes)):
                 break
         centres.append((float(x), float(y)))
     return centres
@@ -152,11 +190,11 @@ def _place(rng: np.random.Generator, sizes: list[float]) -> list[tuple[float, fl
 def generate_scene(split: Split | str, index: int) -> Scene:
     """Scene ``index`` of ``split``; the same arguments always give the same scene."""
     split = as_split(split)
-    rng = np.random.default_rng(scene_seed(split, index))
-    n_objects = int(rng.choice(len(OBJECT_COUNT_PROBS), p=OBJECT_COUNT_PROBS)) + 1
+    rng = np.random.default_rng([scene_seed(split, index), 2])
+    n_objects = int(rng.choice(len(OBJECT_COUNT_PROBS), p=OBJECT_COUNT_PROBS)) + MIN_OBJECTS
     categories = _choose_categories(rng, n_objects)
     faint = [bool(rng.random() < FAINT_PROB) for _ in categories]
-    sizes = [float(rng.uniform(7, 10) if f else rng.uniform(10, 16)) for f in faint]
+    sizes = [float(rng.uniform(*FAINT_SIZES) if f else rng.uniform(*OBJECT_SIZES)) for f in faint]
     centres = _place(rng, sizes)
     colour_names = list(COLOURS)
     objects = tuple(
@@ -228,12 +266,57 @@ def object_mask(obj: ToyObject, size: int = IMAGE_SIZE) -> np.ndarray:
         draw.ellipse(box, fill=255)
         shift = r * 0.55
         draw.ellipse((cx - r + shift, cy - r - shift * 0.3, cx + r + shift, cy + r - shift * 0.3), fill=0)
+    elif c == "pentagon":
+        draw.polygon(_polygon(cx, cy, r, 5, -np.pi / 2), fill=255)
+    elif c == "octagon":
+        draw.polygon(_polygon(cx, cy, r, 8, np.pi / 8), fill=255)
+    elif c == "spark":  # four-pointed star
+        draw.polygon(_polygon(cx, cy, r * 1.1, 4, -np.pi / 2, inner=r * 0.3), fill=255)
+    elif c == "tee":
+        w = r * 0.3
+        draw.rectangle((cx - r, cy - r, cx + r, cy - r + 2 * w), fill=255)
+        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=255)
+    elif c == "ell":
+        w = r * 0.32
+        draw.rectangle((cx - r, cy - r, cx - r + 2 * w, cy + r), fill=255)
+        draw.rectangle((cx - r, cy + r - 2 * w, cx + r, cy + r), fill=255)
+    elif c == "egg":  # upright ellipse
+        draw.ellipse((cx - r * 0.62, cy - r, cx + r * 0.62, cy + r), fill=255)
+    elif c == "dome":  # half disc
+        draw.pieslice((cx - r, cy - r * 0.6, cx + r, cy + r * 1.4), 180, 360, fill=255)
+    elif c == "chevron":
+        w = r * 0.45
+        draw.polygon([(cx - r, cy - r), (cx - r + w, cy - r), (cx + r * 0.55, cy), (cx - r + w, cy + r),
+                      (cx - r, cy + r), (cx + r * 0.55 - w, cy)], fill=255)
+    elif c == "flag":
+        w = r * 0.14
+        draw.rectangle((cx - r, cy - r, cx - r + 2 * w, cy + r), fill=255)
+        draw.polygon([(cx - r + 2 * w, cy - r), (cx + r, cy - r * 0.5), (cx - r + 2 * w, cy)], fill=255)
+    elif c == "kite":
+        draw.polygon([(cx, cy - r), (cx + r * 0.6, cy - r * 0.3), (cx, cy + r), (cx - r * 0.6, cy - r * 0.3)],
+                     fill=255)
+    elif c == "hourglass":
+        draw.polygon([(cx - r * 0.8, cy - r), (cx + r * 0.8, cy - r), (cx, cy)], fill=255)
+        draw.polygon([(cx - r * 0.8, cy + r), (cx + r * 0.8, cy + r), (cx, cy)], fill=255)
+    elif c == "trapezoid":
+        draw.polygon([(cx - r * 0.5, cy - r * 0.6), (cx + r * 0.5, cy - r * 0.6), (cx + r, cy + r * 0.6),
+                      (cx - r, cy + r * 0.6)], fill=255)
     else:
         raise ValueError(f"unknown category {c!r}")
     small = canvas.resize((size, size), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
+def surface_texture(obj: ToyObject, size: int = IMAGE_SIZE) -> np.ndarray:
+    """(size, size) brightness factor in [1 - TEXTURE_DEPTH, 1] for ``obj``'s category: stripes centred on the
+    object (no random draw, so adding textures left every scene's background and clutter as they were)."""
+    if not TEXTURES:
+        return np.ones((size, size))
+    group = GROUP_OF[obj.category]
+    angle, period = TEXTURE_ANGLES[group], TEXTURE_PERIODS[GROUPS[group].index(obj.category)]
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    phase = ((xx - obj.x) * np.cos(angle) + (yy - obj.y) * np.sin(angle)) / period
+    return 1 - TEXTURE_DEPTH * (0.5 + 0.5 * np.cos(2 * np.pi * phase))
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     base = rng.uniform(40, 120, size=3)
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -269,23 +352,19 @@ def render_scene(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     for obj in scene.objects:
         mask = object_mask(obj, size)[..., None]
         opacity = rng.uniform(0.3, 0.45) if obj.faint else 1.0
-        colour = np.array(COLOURS[obj.colour], dtype=np.float64)
+        colour = np.array(COLOURS[obj.colour], dtype=np.float64) * surface_texture(obj, size)[..., None]
         image = image * (1 - mask * opacity) + colour * mask * opacity
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="RGB")
 
 
-def patch_labels(scene: Scene, patch_size: int = 8, min_pixels: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-patch category and colour indices after occlusion, shape (grid, grid) each.
-
-    A patch belongs to the visible object covering most of it (at least ``min_pixels`` pixels); otherwise it is
-    background, coded as ``len(CATEGORIES)`` (category) and ``len(COLOURS)`` (colour).
-    """
+def patch_labels(scene: Scene, patch_size: int = PATCH_SIZE, min_pixels: float = 6.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch category and colour indices after occlusion, shape (grid, grid) each (background coded as
+    ``len(CATEGORIES)`` / ``len(COLOURS)``). Used for analysis only: no v2 training stage reads it."""
     grid = IMAGE_SIZE // patch_size
     owner = np.full((IMAGE_SIZE, IMAGE_SIZE), -1)
     for k, obj in enumerate(scene.objects):
-        mask = object_mask(obj)
-        visible = mask > 0.5
-        owner[visible] = k
+        owner[object_mask(obj) > 0.5] = k
     categories = np.full((grid, grid), len(CATEGORIES))
     colours = np.full((grid, grid), len(COLOURS))
     colour_names = list(COLOURS)
@@ -298,3 +377,8 @@ def patch_labels(scene: Scene, patch_size: int = 8, min_pixels: float = 6.0) -> 
                 categories[i, j] = CATEGORIES.index(obj.category)
                 colours[i, j] = colour_names.index(obj.colour)
     return categories, colours
+
+
+def object_patch_mask(scene: Scene) -> np.ndarray:
+    """(V,) bool, row-major: patches covered by a visible object."""
+    return patch_labels(scene)[0].reshape(-1) < len(CATEGORIES)

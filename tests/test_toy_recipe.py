@@ -1,4 +1,5 @@
-"""Toy v2 (clva_lite/toy/v2): world rules, the four-stage recipe end to end at tiny scale, stage resume."""
+"""The toy recipe (clva_lite/toy/train.py): the four stages end to end at tiny scale, stage resume, the question
+wording, mimetic init and the language curriculum; the variants table."""
 
 import json
 
@@ -7,82 +8,26 @@ import pytest
 import torch
 
 import clva_lite
-from clva_lite.toy.v2 import questions as q2
-from clva_lite.toy.v2 import world as w2
-from clva_lite.toy.v2.model import build_processor, build_untrained_model, mimetic_init
-from clva_lite.toy.v2.train import (
+from clva_lite.toy import questions as q2
+from clva_lite.toy import world as w2
+from clva_lite.toy.model import build_processor, build_untrained_model, mimetic_init
+from clva_lite.toy.train import (
     STAGES,
     Texts,
-    TrainConfigV2,
+    TrainConfig,
     _same,
-    attribute_pair,
     tiny_training_config,
-    train_toy_v2,
+    train_toy_model,
 )
-from clva_lite.toy.world import SPLIT_SEED_BASE, SPLIT_SIZE_LIMIT, Split
-
-
-def test_categories_and_groups():
-    assert len(w2.CATEGORIES) == 24 == len(set(w2.CATEGORIES))
-    assert len(w2.GROUPS) == 6 and all(len(g) == 4 for g in w2.GROUPS)
-    assert len(set(w2.POPULARITY.values())) == 24  # unequal popularity
-
-
-def test_scenes_follow_the_rules():
-    scenes = w2.generate_scenes(Split.TRAIN, 300)
-    counts = [len(s.objects) for s in scenes]
-    assert min(counts) == 3 and max(counts) == 6
-    for s in scenes:
-        groups = [w2.GROUP_OF[c] for c in s.categories]
-        assert max(groups.count(g) for g in groups) <= w2.GROUP_CAP
-    assert w2.generate_scene("train", 5) == w2.generate_scene("train", 5)
-    image = scenes[0].image()
-    assert image.size == (96, 96)
-    assert w2.NUM_VISUAL_TOKENS == 144 and w2.patch_labels(scenes[0])[0].shape == (12, 12)
-
-
-def test_glyph_textures_tell_categories_apart_and_leave_the_background(monkeypatch):
-    scene = w2.generate_scene("train", 7)
-    textured = np.asarray(scene.image(), dtype=float)
-    monkeypatch.setattr(w2, "TEXTURES", False)
-    flat = np.asarray(scene.image(), dtype=float)
-    inside = np.zeros((96, 96), bool)
-    for obj in scene.objects:
-        inside |= w2.object_mask(obj) > 0
-    assert np.array_equal(textured[~inside], flat[~inside])  # no random draw added: background and clutter as before
-    assert np.abs(textured[inside] - flat[inside]).mean() > 5
-    monkeypatch.setattr(w2, "TEXTURES", True)
-    star, moon, cross = (w2.ToyObject(c, "red", 48.0, 48.0, 16.0, False) for c in ("star", "moon", "cross"))
-    same_group = np.abs(w2.surface_texture(star) - w2.surface_texture(moon)).mean()
-    other_group = np.abs(w2.surface_texture(star) - w2.surface_texture(cross)).mean()
-    assert same_group > 0.05 and other_group > 0.05  # every category its own stripes
-    assert w2.surface_texture(star).min() >= 1 - w2.TEXTURE_DEPTH - 1e-9 and w2.surface_texture(star).max() <= 1
-
-
-def test_split_seed_ranges_are_disjoint():
-    ranges = sorted((SPLIT_SEED_BASE[s], SPLIT_SEED_BASE[s] + SPLIT_SIZE_LIMIT) for s in Split)
-    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
-    with pytest.raises(ValueError):
-        w2.scene_seed("train", SPLIT_SIZE_LIMIT)
-    assert w2.generate_scene("train", 0) != w2.generate_scene("calibration", 0)
-
-
-def test_adversarial_negatives_are_mostly_group_mates():
-    adversarial = q2.pope_questions(Split.CALIBRATION, 80, "adversarial")
-    random = q2.pope_questions(Split.CALIBRATION, 80, "random")
-    assert q2.adversarial_groupmate_share(adversarial) > 0.6
-    assert q2.adversarial_groupmate_share(adversarial) > q2.adversarial_groupmate_share(random) + 0.3
-    assert [q.label for q in adversarial[:4]] == ["yes", "no", "yes", "no"]
-    for q in adversarial:
-        assert (q.category in q.scene.categories) == (q.label == "yes")
+from clva_lite.toy.world import Split
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy-v2")
     config = tiny_training_config()
-    _, partial = train_toy_v2(config, out=out, stop_after="language")
-    _, log = train_toy_v2(config, out=out)  # resumes after "language"
+    _, partial = train_toy_model(config, out=out, stop_after="language")
+    _, log = train_toy_model(config, out=out)  # resumes after "language"
     return out, config, partial, log
 
 
@@ -90,7 +35,7 @@ def test_tiny_recipe_runs_all_stages_and_loads(tiny_run):
     out, _, _, log = tiny_run
     assert [s["stage"] for s in log] == list(STAGES)
     assert all("first_loss" in s and "final_loss" in s and "seconds" in s for s in log)
-    assert json.loads((out / "training_log.json").read_text())["recipe"] == "v2"
+    assert json.loads((out / "training_log.json").read_text())["recipe"] == "v2"  # the second toy recipe
     loaded = clva_lite.load_model(str(out), device="cpu")
     assert loaded.num_layers >= 16 and loaded.num_heads >= 8
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
@@ -110,9 +55,9 @@ def test_resume_reuses_completed_stages(tiny_run):
     assert [s["stage"] for s in partial] == ["vision", "language"]
     assert log[:2] == partial  # not retrained
     assert all((out / "checkpoints" / f"{k}-{s}.pt").exists() for k, s in enumerate(STAGES))
-    other = TrainConfigV2.from_dict({**config.__dict__, "vision_lr": 1.0})
+    other = TrainConfig.from_dict({**config.__dict__, "vision_lr": 1.0})
     with pytest.raises(ValueError, match="another config"):
-        train_toy_v2(other, out=out)
+        train_toy_model(other, out=out)
 
 
 def test_instruct_trains_the_tower_only_when_asked(tiny_run, tmp_path):
@@ -126,8 +71,8 @@ def test_instruct_trains_the_tower_only_when_asked(tiny_run, tmp_path):
         for stage in STAGES[:3]:
             name = f"{STAGES.index(stage)}-{stage}.pt"
             (run / "checkpoints" / name).symlink_to(out / "checkpoints" / name)
-        tuned = TrainConfigV2.from_dict({**config.__dict__, "instruct_tower_lr_scale": scale})
-        model, log = train_toy_v2(tuned, out=run)
+        tuned = TrainConfig.from_dict({**config.__dict__, "instruct_tower_lr_scale": scale})
+        model, log = train_toy_model(tuned, out=run)
         assert [s["stage"] for s in log] == list(STAGES) and np.isfinite(log[-1]["final_loss"])
         after = model.state_dict()
         moved = [k for k, v in tower_before.items() if not after[k].equal(v)]
@@ -139,27 +84,27 @@ def test_instruct_trains_the_tower_only_when_asked(tiny_run, tmp_path):
         assert not any(p.requires_grad for p in model.parameters())
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="instruct_tower_lr_scale"):
-            train_toy_v2(TrainConfigV2.from_dict({**config.__dict__, "instruct_tower_lr_scale": bad}))
+            train_toy_model(TrainConfig.from_dict({**config.__dict__, "instruct_tower_lr_scale": bad}))
 
 
 def test_vision_stage_top_k_patch_pooling_at_the_layer_llava_reads():
-    config = TrainConfigV2.from_dict({**tiny_training_config().__dict__, "vision_mil_topk": 4,
+    config = TrainConfig.from_dict({**tiny_training_config().__dict__, "vision_mil_topk": 4,
                                       "vision_phrase_layer": -2})
     untrained = build_untrained_model(config.seed).model.vision_tower
-    model, log = train_toy_v2(config, stop_after="vision")
+    model, log = train_toy_model(config, stop_after="vision")
     assert [s["stage"] for s in log] == ["vision"] and "phrase_acc" in log[0]
     tower = model.model.vision_tower
     unchanged = [name for (name, a), b in zip(tower.named_parameters(), untrained.parameters()) if a.equal(b)]
     assert not unchanged
     for field, value in (("vision_mil_topk", 0), ("vision_mil_topk", 145), ("vision_phrase_layer", 0),
                          ("vision_phrase_layer", -9)):
-        bad = TrainConfigV2.from_dict({**config.__dict__, field: value})
+        bad = TrainConfig.from_dict({**config.__dict__, field: value})
         with pytest.raises(ValueError, match=field):
-            train_toy_v2(bad, stop_after="vision")
+            train_toy_model(bad, stop_after="vision")
 
 
 def test_token_wise_caption_matching_scores_every_patch_against_its_best_token():
-    from clva_lite.toy.v2.train import token_wise_similarity
+    from clva_lite.toy.train import token_wise_similarity
 
     basis = torch.eye(4)
     patches = torch.stack([basis[[0, 1, 1]], basis[[2, 2, 3]]])  # two images, three patches each
@@ -171,16 +116,16 @@ def test_token_wise_caption_matching_scores_every_patch_against_its_best_token()
     assert image_to_text.tolist() == [[1.0, 0.0], [pytest.approx(1 / 3), 1.0]]
     # caption 0's tokens 0, 1, 3 against image 0 (patches 0, 1): two of three found; padding never counts
     assert text_to_image.tolist() == [[pytest.approx(2 / 3), 0.0], [pytest.approx(1 / 3), 1.0]]
-    config = TrainConfigV2.from_dict({**tiny_training_config().__dict__, "vision_caption_match": "tokens"})
-    model, log = train_toy_v2(config, stop_after="vision")
+    config = TrainConfig.from_dict({**tiny_training_config().__dict__, "vision_caption_match": "tokens"})
+    model, log = train_toy_model(config, stop_after="vision")
     assert np.isfinite(log[0]["final_loss"]) and "retrieval_acc" in log[0]
     for bad in ({"vision_caption_match": "words"}, {"vision_caption_match": "tokens", "vision_pool": "mean"}):
         with pytest.raises(ValueError, match="vision_caption_match"):
-            train_toy_v2(TrainConfigV2.from_dict({**config.__dict__, **bad}), stop_after="vision")
+            train_toy_model(TrainConfig.from_dict({**config.__dict__, **bad}), stop_after="vision")
 
 
 def test_the_variants_table_reads_the_committed_exploration(tmp_path):
-    from clva_lite.toy.v2.explore import variants_frame
+    from clva_lite.toy.explore import variants_frame
 
     table = variants_frame()
     assert {"v1", "A-base"} <= set(table.index.get_level_values("variant"))
@@ -197,13 +142,7 @@ def test_questions_end_with_the_object_word_and_the_prompt_has_no_answer_suffix(
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert prompt.split()[-4:] == ["is", "there", "a", "moon"]
     assert q2.count_question("moon", 1).split()[-1] == "moon" and q2.count_question("moon", 3).endswith("three moons")
-    scene = next(s for s in w2.generate_scenes(Split.TRAIN, 50) if len({o.category for o in s.objects}) >= 3)
-    import numpy as np
-
-    true, false = attribute_pair(scene, "color", np.random.default_rng(0))
-    category, colour = true.split()[2], true.split()[3]
-    assert any(o.category == category and o.colour == colour for o in scene.objects)
-    assert false.split()[2] == category and false.split()[3] != colour
+    assert q2.position_question("star", "moon").split()[-1] == "moon"
     with pytest.raises(ValueError, match="unknown colour"):
         q2.colour_question("moon", "teal")
 
@@ -217,7 +156,7 @@ def test_mimetic_init_ties_keys_to_queries_in_every_decoder_layer():
         assert layer.self_attn.q_proj.weight.equal(layer.self_attn.k_proj.weight)
     assert 0.08 < float(first.q_proj.weight.std()) < 0.12
     with pytest.raises(ValueError, match="decoder_init"):
-        train_toy_v2(TrainConfigV2.from_dict({**tiny_training_config().__dict__, "decoder_init": "xavier"}))
+        train_toy_model(TrainConfig.from_dict({**tiny_training_config().__dict__, "decoder_init": "xavier"}))
 
 
 
@@ -238,7 +177,7 @@ def _same_token_logit(model, distance: int) -> float:
 
 
 def test_mimetic_init_in_slow_rope_pairs_matches_words_at_any_distance():
-    from clva_lite.toy.v2.model import ModelConfig
+    from clva_lite.toy.model import ModelConfig
 
     plain = build_untrained_model(0, ModelConfig(rope_theta=1e4))  # RoPE base of the first v2 runs
     mimetic_init(plain, std=0.1)
@@ -258,7 +197,7 @@ def test_mimetic_init_in_slow_rope_pairs_matches_words_at_any_distance():
 def test_language_curriculum_shortens_early_documents():
     import numpy as np
 
-    config = TrainConfigV2(language_curriculum=((10, 1, 1), (20, 2, 2)), language_turns=5)
+    config = TrainConfig(language_curriculum=((10, 1, 1), (20, 2, 2)), language_turns=5)
     texts = Texts(np.random.default_rng(0), config)
     scene = next(s for s in w2.generate_scenes(Split.TRAIN, 20) if len(s.objects) >= 4)
     early, turns = texts.curriculum(scene, 3)
@@ -268,14 +207,19 @@ def test_language_curriculum_shortens_early_documents():
     late, turns = texts.curriculum(scene, 20)
     assert late == scene and turns == 5
     assert _same(((1, 2), (3, 4)), [[1, 2], [3, 4]]) and not _same(((1, 2),), [[1, 3]])
+    texts.config = TrainConfig(language_curriculum=((10, 1, 1),), language_mix=(0.0, 0.0, 1.0), language_turns=4,
+                               caption_share=0.0, count_colour_share=0.0)
+    ids, mask = texts.text_document(scene, step=0)
+    words = {i: w for w, i in texts.words.items()}
+    assert [words[i] for i in ids].count("question") == 1 and sum(mask) == 3  # one question: "yes/no . </s>"
 
 
 def test_long_scene_texts_mention_every_object_among_fillers():
     import numpy as np
 
-    from clva_lite.toy.v2.train import LONG_FILLERS
+    from clva_lite.toy.train import LONG_FILLERS
 
-    config = TrainConfigV2(language_long_share=1.0, language_long_length=60)
+    config = TrainConfig(language_long_share=1.0, language_long_length=60)
     texts = Texts(np.random.default_rng(0), config)
     for scene in w2.generate_scenes(Split.TRAIN, 20):
         words = texts.scene_text_long(scene).split()
@@ -288,16 +232,16 @@ def test_long_scene_texts_mention_every_object_among_fillers():
         assert all(w in LONG_FILLERS or w in w2.CATEGORIES or w in clva_lite.toy.world.COLOURS for w in words)
     # long documents only once the curriculum is over, and only with language_long_share > 0
     scene = next(s for s in w2.generate_scenes(Split.TRAIN, 20) if len(s.objects) >= 4)
-    config = TrainConfigV2(language_long_share=1.0, language_long_length=120, language_curriculum=((10, 1, 1),))
+    config = TrainConfig(language_long_share=1.0, language_long_length=120, language_curriculum=((10, 1, 1),))
     texts = Texts(np.random.default_rng(1), config)
     assert len(texts.text_document(scene, 3)[0]) < 40
     lengths = [len(texts.text_document(scene, 50)[0]) for _ in range(10)]
-    short = Texts(np.random.default_rng(1), TrainConfigV2(language_curriculum=((10, 1, 1),)))
+    short = Texts(np.random.default_rng(1), TrainConfig(language_curriculum=((10, 1, 1),)))
     assert max(lengths) > max(len(short.text_document(scene, 50)[0]) for _ in range(10))
 
 
 def test_diagnostics_read_recipe_checkpoints(tiny_run):
-    from clva_lite.toy.v2.diagnose import layout_existence, patch_category_probe
+    from clva_lite.toy.diagnose import layout_existence, patch_category_probe
 
     out = tiny_run[0]
     probe = patch_category_probe(str(out / "checkpoints" / "0-vision.pt"), train_scenes=6, eval_scenes=4, steps=3)
@@ -313,16 +257,16 @@ def test_diagnostics_read_recipe_checkpoints(tiny_run):
 def test_checkpoints_from_before_a_default_changed_keep_what_they_were_trained_with():
     from dataclasses import asdict
 
-    from clva_lite.toy.v2.explore import variant_config
-    from clva_lite.toy.v2.train import _compatible
+    from clva_lite.toy.explore import variant_config
+    from clva_lite.toy.train import _compatible
 
     f = variant_config("F-object-last")
     saved = asdict(f)
     del saved["mimetic_slow_pairs"]
     del saved["model"]["rope_theta"]  # F's checkpoints were written before either field existed
-    old = TrainConfigV2.from_dict(saved)
+    old = TrainConfig.from_dict(saved)
     assert old.mimetic_slow_pairs == 0 and old.model["rope_theta"] == 1e4
     assert _compatible(saved, f, 1)  # so a variant seeded from F's language checkpoint still resumes
-    assert not _compatible(saved, TrainConfigV2.from_dict({**asdict(TrainConfigV2()), **{
+    assert not _compatible(saved, TrainConfig.from_dict({**asdict(TrainConfig()), **{
         k: v for k, v in saved.items() if k not in ("model", "mimetic_std")}}), 1)
-    assert TrainConfigV2.from_dict(asdict(TrainConfigV2())) == TrainConfigV2()  # a full dict is unchanged
+    assert TrainConfig.from_dict(asdict(TrainConfig())) == TrainConfig()  # a full dict is unchanged

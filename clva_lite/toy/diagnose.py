@@ -1,12 +1,12 @@
-"""Fast single-stage diagnostics for the v2 recipe (never used to train a model; calibration split only).
+"""Fast single-stage diagnostics for the toy recipe (never used to train a model; calibration split only).
 
-    python -m clva_lite.toy.v2.diagnose vision --lr 1e-3 --steps 300 --pool mil [--labels colour] [--world free]
-    python -m clva_lite.toy.v2.diagnose language --lr 1e-3 --steps 1000 --layers 4 --turns 3 \
+    python -m clva_lite.toy.diagnose vision --lr 1e-3 --steps 300 --pool mil [--labels colour] [--world free]
+    python -m clva_lite.toy.diagnose language --lr 1e-3 --steps 1000 --layers 4 --turns 3 \
         [--wording object-last|answer-prompt] [--init default|mimetic] [--max-objects 1]
-    python -m clva_lite.toy.v2.diagnose layout runs/explore/NAME/checkpoints/1-language.pt
-    python -m clva_lite.toy.v2.diagnose patches runs/explore/NAME/checkpoints/0-vision.pt
+    python -m clva_lite.toy.diagnose layout runs/explore/NAME/checkpoints/1-language.pt
+    python -m clva_lite.toy.diagnose patches runs/explore/NAME/checkpoints/0-vision.pt
 
-* ``vision`` trains the v2 CLIP tower with a *supervised* image-level presence head (an upper bound for what the
+* ``vision`` trains the toy CLIP tower with a *supervised* image-level presence head (an upper bound for what the
   image-level contrastive stage can teach it) and prints the training loss and the calibration mean ROC AUC every
   100 steps. ``--pool``: ``cls`` / ``mean`` / ``max`` (pooled post-layernormed patches, then linear) or ``mil``
   (per-patch logits, max over patches). ``--labels colour`` asks for colour presence instead of category presence.
@@ -19,7 +19,7 @@
 * ``language`` trains the decoder alone on scene text + existence questions (answers-only loss, v2 wording) and
   prints the calibration existence accuracy (yes vs no logit) every 100 steps.
 
-Both use one thread. Measurements from these loops are summarised in ``clva_lite/toy/v2/DIAGNOSIS.md``.
+Both use one thread. Measurements from these loops are summarised in ``clva_lite/toy/DIAGNOSIS.md``.
 """
 
 from __future__ import annotations
@@ -32,14 +32,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...progress import tqdm
-from ..world import COLOURS, Split
+from ..progress import tqdm
 from . import train as recipe
-from . import world as v2_world
+from . import world as toy_world
 from .metrics import fit_linear_probe
 from .model import ModelConfig, build_untrained_model, mimetic_init
 from .questions import existence_question
-from .world import CATEGORIES, IMAGE_SIZE, Scene, generate_scene
+from .world import CATEGORIES, COLOURS, IMAGE_SIZE, Scene, Split, generate_scene
 
 
 def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -53,15 +52,15 @@ def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def _world_scene(world: str):
-    """A scene generator: the v2 world, its objects placed freely (``SNAP_TO_PATCHES`` off, the world before the
+    """A scene generator: the toy world, its objects placed freely (``SNAP_TO_PATCHES`` off, the world before the
     snap) or enlarged by 1.4 (both diagnostic only)."""
     def generate(split, index: int) -> Scene:
-        snap = v2_world.SNAP_TO_PATCHES
-        v2_world.SNAP_TO_PATCHES = snap and world != "free"
+        snap = toy_world.SNAP_TO_PATCHES
+        toy_world.SNAP_TO_PATCHES = snap and world != "free"
         try:
             scene = generate_scene(split, index)
         finally:
-            v2_world.SNAP_TO_PATCHES = snap
+            toy_world.SNAP_TO_PATCHES = snap
         if world != "big":
             return scene
         objects = []
@@ -82,7 +81,7 @@ def _render(n: int, split: Split, world: str) -> recipe.Images:
 
 
 def vision_presence(lr: float = 1e-3, steps: int = 300, pool: str = "mil", labels: str = "category",
-                    world: str = "v2", n_train: int = 4000, batch: int = 64, warmup: int = 30) -> list[dict]:
+                    world: str = "toy", n_train: int = 4000, batch: int = 64, warmup: int = 30) -> list[dict]:
     """Supervised presence upper bound for the tower; returns one record per 100 steps."""
     train, held = _render(n_train, Split.TRAIN, world), _render(300, Split.CALIBRATION, world)
     names = list(COLOURS) if labels == "colour" else list(CATEGORIES)
@@ -136,13 +135,13 @@ def text_existence(lr: float = 1e-3, steps: int = 1000, layers: int = 16, turns:
                    max_objects: int | None = None) -> list[dict]:
     """The decoder alone on ``scene : ... . question : <existence question> yes/no`` (answers-only loss); returns one
     record per 100 steps with the calibration existence accuracy (yes vs no logit; held-out scenes keep all their
-    objects). ``wording``: ``"object-last"`` (v2's ``"is there a X"``) or ``"answer-prompt"`` (v1's ``"is there a X
-    in the image ? answer :"``); ``init``: ``"default"`` or ``"mimetic"`` (``model.mimetic_init``); ``max_objects``
-    keeps that many objects of each training scene (the curriculum's first phase)."""
+    objects). ``wording``: ``"object-last"`` (``"is there a X"``) or ``"answer-prompt"`` (the first toy's
+    ``"is there a X in the image ? answer :"``); ``init``: ``"default"`` or ``"mimetic"`` (``model.mimetic_init``);
+    ``max_objects`` keeps that many objects of each training scene (the curriculum's first phase)."""
     if wording not in ("object-last", "answer-prompt"):
         raise ValueError(f"wording must be 'object-last' or 'answer-prompt', not {wording!r}")
     rng = np.random.default_rng(0)
-    texts = recipe.Texts(rng, recipe.TrainConfigV2(language_loss="answers"))
+    texts = recipe.Texts(rng, recipe.TrainConfig(language_loss="answers"))
     words = texts.words
     model = build_untrained_model(0, ModelConfig(layers=layers)).train()
     if init == "mimetic":
@@ -254,7 +253,7 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
                                         + [words["."]] * n]
 
     def oracle(scene: Scene, rng) -> torch.Tensor:
-        labels = v2_world.patch_labels(scene)[0].reshape(-1)
+        labels = toy_world.patch_labels(scene)[0].reshape(-1)
         ids = [words[CATEGORIES[c]] if c < len(CATEGORIES) else words["."] for c in labels]
         return embed[[words["<s>"]] + ids]
 
@@ -265,7 +264,7 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
 
 def _load_checkpoint(checkpoint: str):
     state = torch.load(checkpoint, weights_only=False)
-    config = recipe.TrainConfigV2.from_dict(state["config"])
+    config = recipe.TrainConfig.from_dict(state["config"])
     model = build_untrained_model(config.seed, ModelConfig(**config.model))
     model.load_state_dict(state["state_dict"])
     return model.eval(), config
@@ -286,7 +285,7 @@ def patch_category_probe(checkpoint: str, train_scenes: int = 600, eval_scenes: 
     train, held = recipe.render_images(train_scenes), recipe.render_images(eval_scenes, Split.CALIBRATION)
 
     def labels(images: recipe.Images) -> torch.Tensor:
-        return torch.from_numpy(np.stack([v2_world.patch_labels(s)[0].reshape(-1) for s in images.scenes])).reshape(-1)
+        return torch.from_numpy(np.stack([toy_world.patch_labels(s)[0].reshape(-1) for s in images.scenes])).reshape(-1)
 
     def tokens(images: recipe.Images, layer: int) -> torch.Tensor:
         hidden = model.model.vision_tower(pixel_values=images.batch(slice(None)), output_hidden_states=True)
@@ -307,7 +306,7 @@ def patch_category_probe(checkpoint: str, train_scenes: int = 600, eval_scenes: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m clva_lite.toy.v2.diagnose", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m clva_lite.toy.diagnose", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     vision = commands.add_parser("vision")
@@ -315,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     vision.add_argument("--steps", type=int, default=300)
     vision.add_argument("--pool", choices=("cls", "mean", "max", "mil"), default="mil")
     vision.add_argument("--labels", choices=("category", "colour"), default="category")
-    vision.add_argument("--world", choices=("v2", "free", "big"), default="v2")
+    vision.add_argument("--world", choices=("toy", "free", "big"), default="toy")
     vision.add_argument("--train-scenes", type=int, default=4000)
     language = commands.add_parser("language")
     language.add_argument("--lr", type=float, default=1e-3)

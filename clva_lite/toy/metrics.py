@@ -3,8 +3,7 @@
 Everything uses the project's own functions: ``capture`` / ``record_prefill`` for attention, ``fit_head_classes``
 and ``HeadClasses`` for head classes, ``band_layers(DEFAULT_BANDS)`` for bands, ``normalised_entropy``,
 ``on_object_share``, ``anchor_distribution`` and ``anchor_correlations`` for the phenomenon, ``pope_metrics`` /
-``chair_metrics`` / ``bootstrap_ci`` for the benchmarks. Works for the v2 world and, for comparison, the v1 world
-with the bundled v1 model.
+``chair_metrics`` / ``bootstrap_ci`` for the benchmarks. On the toy world.
 """
 
 from __future__ import annotations
@@ -16,21 +15,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...analysis.anchors import anchor_correlations, anchor_distribution
-from ...analysis.calibration import record_prefill
-from ...analysis.grounding import on_object_share
-from ...attention.capture import capture
-from ...attention.heads import DEFAULT_BANDS, HeadClasses, band_layers, fit_head_classes, normalised_entropy
-from ...eval.benchmarks import ObjectVocabulary, bootstrap_ci, chair_metrics, parse_pope_answer, pope_metrics
-from ..questions import POPE_SAMPLINGS
-from ..world import Split
+from ..analysis.anchors import anchor_correlations, anchor_distribution
+from ..analysis.calibration import record_prefill
+from ..analysis.grounding import on_object_share
+from ..attention.capture import capture
+from ..attention.heads import DEFAULT_BANDS, HeadClasses, band_layers, fit_head_classes, normalised_entropy
+from ..eval.benchmarks import ObjectVocabulary, bootstrap_ci, chair_metrics, parse_pope_answer, pope_metrics
+from .questions import POPE_SAMPLINGS
+from .world import Split
 
 POPE_START, PROMPT_START, CAPTION_START = 0, 1000, 2000
 
 
 @dataclass
 class WorldView:
-    """What the metrics need from a toy world (v1 or v2)."""
+    """What the metrics need from a toy world ."""
 
     name: str
     categories: tuple[str, ...]
@@ -42,25 +41,17 @@ class WorldView:
     caption_request: str
 
 
-def world_view(version: str) -> WorldView:
-    if version == "v1":
-        from ...analysis.grounding import object_patch_masks
-        from .. import questions as q1
-        from .. import world as w1
-        from ..model import CAPTION_REQUEST
-
-        return WorldView("v1", w1.CATEGORIES, w1.PLURALS, w1.generate_scene, q1.pope_questions, object_patch_masks,
-                         q1.existence_question, CAPTION_REQUEST)
-    from . import questions as q2
-    from . import world as w2
-
-    def masks(scenes):
-        return torch.stack([torch.as_tensor(w2.object_patch_mask(s)) for s in scenes])
-
+def world_view() -> WorldView:
+    """The toy world as the metrics see it. (The first toy's world was retired with its model; its row in the
+    variants table was measured before.)"""
+    from . import questions, world
     from .model import CAPTION_REQUEST
 
-    return WorldView("v2", w2.CATEGORIES, w2.PLURALS, w2.generate_scene, q2.pope_questions, masks,
-                     q2.existence_question, CAPTION_REQUEST)
+    def masks(scenes):
+        return torch.stack([torch.as_tensor(world.object_patch_mask(s)) for s in scenes])
+
+    return WorldView("toy", world.CATEGORIES, world.PLURALS, world.generate_scene, questions.pope_questions, masks,
+                     questions.existence_question, CAPTION_REQUEST)
 
 
 def _ci(values: np.ndarray, clusters: np.ndarray, seed: int = 0) -> dict:
