@@ -6,6 +6,7 @@ import torch
 import clva_lite
 from clva_lite.models.families import FAMILIES
 from clva_lite.toy import generate_scene
+from clva_lite.toy.questions import position_question
 from clva_lite.toy.model import NUM_VISUAL_TOKENS
 
 
@@ -20,8 +21,8 @@ def test_toy_model_answers_a_question(toy):
 def test_toy_prompt_uses_chat_template(toy):
     prompt = clva_lite.build_prompt(toy.processor, "is there a moon")
     assert prompt.rstrip() == "<image> question : is there a moon"  # the answer follows the object word
-    batch = toy.inputs([generate_scene("test", 1).image()] * 2, ["is there a star",
-                                                                 "describe the image ."])
+    longer = position_question("star", "moon")  # more words than the existence question, so row 1 gets padded
+    batch = toy.inputs([generate_scene("test", 1).image()] * 2, [longer, "is there a star"])
     assert int((batch["input_ids"] == toy.image_token_id).sum()) == 2 * NUM_VISUAL_TOKENS
     assert batch["attention_mask"][1, 0] == 0  # left padding: the shorter prompt is padded on the left
 
@@ -86,5 +87,5 @@ def test_missing_toy_weights_say_how_to_train(monkeypatch, tmp_path):
 def test_bundled_toy_is_a_plain_hf_folder(toy):
     folder = clva_lite.models.loading.default_toy_path()
     config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == "llava" and config["text_config"]["num_hidden_layers"] == 8
+    assert config["model_type"] == "llava" and config["text_config"]["num_hidden_layers"] == 16
     assert sum(f.stat().st_size for f in folder.iterdir()) < 25 * 2**20
