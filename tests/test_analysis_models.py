@@ -14,7 +14,7 @@ from clva_lite.eval.items import caption_items, question_items
 from clva_lite.eval.methods import clva_method, vanilla
 from clva_lite.toy import generate_scene, pope_questions
 
-BANDS = CLVAConfig().layers(8)  # the toy decoder has 8 layers: early [0], intermediate [2, 3], deep [5, 6, 7]
+BANDS = CLVAConfig().layers(16)  # the toy decoder has 16 layers: early [0, 1], intermediate [4-7], deep [10-15]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def heads(toy, prompts):
 
 
 def test_bands_are_what_the_assertions_below_assume():
-    assert BANDS == {"early": [0], "intermediate": [2, 3], "deep": [5, 6, 7]}
+    assert BANDS == {"early": [0, 1], "intermediate": [4, 5, 6, 7], "deep": [10, 11, 12, 13, 14, 15]}
 
 
 def test_pope_table_at_zero_weights_matches_the_stock_model(toy, heads, items):
