@@ -65,6 +65,21 @@ def test_alpha_raises_and_beta_lowers_deep_attention_on_the_anchor_patches(untra
     assert negative[0] > negative[1] > negative[2]
 
 
+@pytest.mark.parametrize("batch", [1, 4])
+def test_anchors_are_the_mean_visual_distribution_of_the_anchor_heads(untrained, heads, batch):
+    """The anchors CLVA computes from its anchor heads' keys equal those read from a capture of the same pass."""
+    inputs = _inputs(untrained, batch)
+    with clva(untrained, CLVAConfig(alpha=1.0, beta=1.0), heads=heads) as iv, \
+            clva_lite.capture(untrained, inputs) as record:
+        untrained.model(**inputs)
+    visual = record.visual[0]  # (batch, layers, heads, V): the last query's attention on the image, stock bands
+    distribution = visual / visual.sum(-1, keepdim=True)
+    for anchor, mask in ((iv.positive_anchor, iv.positive_heads), (iv.negative_anchor, iv.negative_heads)):
+        expected = distribution[:, mask].mean(1)  # (batch, V): the mean over the band's anchor heads
+        assert anchor.shape == expected.shape
+        assert torch.allclose(anchor, expected, atol=1e-5)
+
+
 def test_bias_matches_the_formula_on_a_hand_computed_case():
     share = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.6, 0.4]])  # 4 layers x 2 heads
     heads = HeadClasses(share, fraction=0.5)

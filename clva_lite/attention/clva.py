@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from .capture import unwrap
-from .function import QueryRow, attached, row_logits, stacked_keys
+from .function import QueryRow, _ignored_input, attached, row_logits, stacked_keys
 from .heads import DEFAULT_BANDS, HeadClasses, band_layers, check_criterion, visual_focus
 from .spans import VisualSpan
 
@@ -135,11 +135,9 @@ class CLVAIntervention:
         self._anchor_kinds: tuple[str, ...] = ()
         self._anchor_values: torch.Tensor | None = None  # (kinds, batch, V), the last step's anchors
         self._rows: list[tuple[int, QueryRow]] = []  # calibrated: this step's anchor rows, both bands
-        self._stacked: dict[tuple, torch.Tensor] = {}  # (layers, device) -> (2, layers * heads) anchor weights
         self._coefficients: dict[tuple, torch.Tensor] = {}  # (kinds, device) -> (kinds, 1, 1): alpha, -beta
-        self._kinds: dict[tuple[int, ...], tuple[str, ...]] = {}  # anchor layers -> the kinds they feed
         self._prompt = -1
-        self._keys: dict[tuple, torch.Tensor] = {}  # this prompt's anchor-layer image keys (fixed while it decodes)
+        self._keys: dict[tuple, dict] = {}  # this prompt's anchor heads and their image keys (see _anchor_plan)
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, torch.Tensor] = {}
         self._bias: torch.Tensor | None = None
@@ -209,40 +207,46 @@ class CLVAIntervention:
         self._counts[kind] = self._counts.get(kind, 0) + selection.sum(1, keepdim=True)
 
     def _calibrated_anchors(self) -> tuple[tuple[str, ...], torch.Tensor | None]:
-        """This step's anchors from one batched pass over the anchor layers' rows: a softmax over the visual keys,
-        then a weighted sum over each band's anchor heads (the weights average over them). Returns the kinds that
-        are switched on and their anchors stacked, (kinds, batch, V)."""
+        """This step's anchors from one batched pass over the anchor heads only (the calibrated classes pick a few
+        heads per band): their current-query rows over the visual keys, a softmax, and each band's mean. Returns the
+        kinds that are switched on and their anchors stacked, (kinds, batch, V)."""
         if not self._rows:
             return (), None
         rows = [row for _, row in self._rows]
         layers = tuple(layer for layer, _ in self._rows)
-        keys_t = None
+        batch, heads = (rows[0].query if rows[0].query is not None else rows[0].logits).shape[:2]
+        plan = self._keys.get((layers, batch))
+        if plan is None:
+            plan = self._keys[(layers, batch)] = self._anchor_plan(layers, batch, heads)
+        kinds, index, weights = plan["kinds"], plan["index"], plan["weights"]
         if all(r.logits is None for r in rows):
-            key = (layers, tuple(rows[0].query.shape))
-            keys_t = self._keys.get(key)
-            if keys_t is None:  # image keys do not change while a prompt decodes: sliced and stacked once
-                keys_t = self._keys[key] = stacked_keys([r._replace(key=self._span.take_keys(r.key)) for r in rows])
-        else:
+            if "keys" not in plan:  # image keys do not change while a prompt decodes: the anchor heads' are taken once
+                keys = stacked_keys([r._replace(key=self._span.take_keys(r.key)) for r in rows])
+                plan["keys"] = keys.index_select(0, index)  # (S * batch, d, V)
+            query = torch.stack([r.query for r in rows]).view(-1, 1, rows[0].query.shape[-1])
+            query = query.index_select(0, index).float()  # (S * batch, 1, d)
+            logits = torch.baddbmm(_ignored_input(query.device), query, plan["keys"], beta=0, alpha=rows[0].scale)
+        else:  # rows that came with their visual logits
             rows = [r if r.logits is not None else r._replace(key=self._span.take_keys(r.key)) for r in rows]
-        distribution = torch.softmax(row_logits(rows, keys_t=keys_t), dim=-1)  # (layers, batch, heads, V)
-        weights = self._stacked.get((layers, distribution.device))
-        if weights is None:  # (2, layers * heads): each band's anchor heads, averaged
-            rows = [[self._weights[layer] if (layer in self._intermediate) == positive else
-                     torch.zeros_like(self._weights[layer]) for layer in layers] for positive in (True, False)]
-            weights = torch.stack([torch.cat(r) for r in rows]).to(distribution.device)
-            self._stacked[(layers, distribution.device)] = weights
-        count, batch, heads, n_visual = distribution.shape
-        per_head = distribution.transpose(0, 1).reshape(batch, count * heads, n_visual)
-        both = torch.matmul(weights, per_head).transpose(0, 1)  # (2, batch, V): positive, negative
-        kinds = self._kinds.get(layers)
-        if kinds is None:
-            kinds = self._kinds[layers] = tuple(
-                kind for kind, band in (("positive", self._intermediate), ("negative", self._early))
-                if any(layer in band for layer in layers))
-        if len(kinds) == 2:
-            return kinds, both
-        index = 0 if kinds[0] == "positive" else 1
-        return kinds, both[index:index + 1]
+            stacked = row_logits(rows)  # (layers, batch, heads, V)
+            logits = stacked.reshape(-1, stacked.shape[-1]).index_select(0, index)
+        distribution = torch.softmax(logits, dim=-1).view(weights.shape[1], -1)  # (S, batch * V)
+        return kinds, torch.matmul(weights, distribution).view(len(kinds), batch, -1)
+
+    def _anchor_plan(self, layers: tuple[int, ...], batch: int, heads: int) -> dict:
+        """For the anchor layers observed this step: the kinds switched on, the flat index of the S anchor heads'
+        rows among the layers' stacked (layers * batch * heads) rows, ordered (head, batch), and the (kinds, S)
+        weights that average each band's anchor heads. The anchor heads' image keys join it at the first step."""
+        kinds = tuple(kind for kind, band in (("positive", self._intermediate), ("negative", self._early))
+                      if any(layer in band for layer in layers))
+        selected = [(i, head, "positive" if layer in self._intermediate else "negative")
+                    for i, layer in enumerate(layers) for head in self._weights[layer].nonzero().flatten().tolist()]
+        device = self._span.positions.device
+        index = torch.tensor([(i * batch + b) * heads + head for i, head, _ in selected for b in range(batch)],
+                             device=device)
+        weights = torch.tensor([[float(self._weights[layers[i]][head]) if kind == wanted else 0.0
+                                 for i, head, kind in selected] for wanted in kinds], device=device)
+        return {"kinds": kinds, "index": index, "weights": weights}
 
     def _anchors(self) -> tuple[tuple[str, ...], torch.Tensor | None]:
         """The kinds of this step's anchors that are switched on, and the anchors stacked, (kinds, batch, V)."""

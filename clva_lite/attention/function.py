@@ -207,21 +207,22 @@ class AttentionState:
 
     def biased_row_mask(self, bias: torch.Tensor, attention_mask, span: VisualSpan, batch: int, heads: int, kv: int,
                         dtype, device) -> torch.Tensor:
-        """The last row's SDPA mask with the bias on the visual keys, (batch, heads, 1, kv), built once per step
+        """The last row's SDPA mask with the bias on the visual keys, (batch, heads or 1, 1, kv), built once per step
         for each bias object (CLVA returns one for all deep layers)."""
         entry = self._bias_entry(bias, attention_mask, heads, kv)
         if "row_mask" not in entry:
             start = span.start
             if start is not None and attention_mask is None:  # nothing masked (decoding one unpadded prompt)
-                row_mask = torch.zeros(batch, heads, kv, device=device)
-                row_mask[..., start:start + span.num_visual] = bias
+                # one op: the bias padded with zeros to the key axis, (batch, heads or 1, kv); SDPA broadcasts heads
+                row_mask = torch.nn.functional.pad(bias.float(), (start, kv - start - span.num_visual))
             elif start is not None:
                 row_mask = self.mask_row(attention_mask, batch, heads, kv, device).clone()
                 row_mask[..., start:start + span.num_visual] += bias.float()
             else:
                 mask = self.mask_row(attention_mask, batch, heads, kv, device)
                 row_mask = mask + self.placed_bias(bias, attention_mask, span, batch, heads, kv)
-            entry["row_mask"] = row_mask.unsqueeze(2).to(dtype)
+            row_mask = row_mask.unsqueeze(2)
+            entry["row_mask"] = row_mask if row_mask.dtype == dtype else row_mask.to(dtype)
         return entry["row_mask"]
 
     def placed_bias(self, bias: torch.Tensor, attention_mask, span: VisualSpan, batch: int, heads: int,
