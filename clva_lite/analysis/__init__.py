@@ -1,5 +1,5 @@
 """What the captured attention says: shares, entropy, anchors and drift; head classes fitted on calibration data;
-their stability; attention on object patches (toy only, it needs object masks)."""
+their stability; attention on object patches (toy only, it needs object masks); a logit lens on yes/no answers."""
 
 from .._lazy import lazy_submodules
 from ..attention.heads import (
@@ -19,4 +19,4 @@ __all__ = [
     "fit_head_classes", "group_share_matrix", "normalise_visual", "normalised_entropy", "pearson",
     "visual_attention_share",
 ]
-__getattr__ = lazy_submodules(__name__, ("anchors", "calibration", "drift", "grounding", "sensitivity"))
+__getattr__ = lazy_submodules(__name__, ("anchors", "calibration", "drift", "grounding", "lens", "sensitivity"))

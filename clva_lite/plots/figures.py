@@ -119,6 +119,27 @@ def drift_curves(curves: dict[str, torch.Tensor], bands: dict[str, list[int]] | 
     return fig
 
 
+def lens_curves(table, bands: dict[str, list[int]] | None = None,
+                title: str = "By which layer is the yes/no answer settled? (logit lens)"):
+    """The logit lens per layer (a :func:`clva_lite.analysis.lens.lens_table`): agreement with the final answer and
+    the share of answers settled, bands shaded."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    layers = np.asarray(table.index)
+    ax.plot(layers, table["agrees with final answer"], marker="o", label="sign agrees with the final answer")
+    ax.plot(layers, table["settled by this layer"], marker="s", label="answers settled by this layer")
+    colours = {"early": "tab:green", "intermediate": "tab:red", "deep": "tab:gray"}
+    for name, band in (bands or {}).items():
+        ax.axvspan(min(band) - 0.5, max(band) + 0.5, color=colours.get(name, "tab:gray"), alpha=0.1)
+        ax.text((min(band) + max(band)) / 2, 0.02, name, ha="center", fontsize=8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("share of questions")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="center right")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def weight_grid(values: np.ndarray, alphas, betas, *, metric: str = "F1", title: str | None = None):
     """Fig. 5: a metric over the alpha (rows) x beta (columns) grid."""
     fig, ax = plt.subplots(figsize=(1.0 * len(betas) + 2.5, 0.8 * len(alphas) + 1.5))
