@@ -1,7 +1,7 @@
 """A logit lens on yes/no answers: by which decoder layer has the model made up its mind?
 
 CLVA changes attention in the *deep* band only. Where a model has settled its answer before that band, steering
-deep attention cannot change it. The logit lens (nostalgebraist, 2020) reads the residual stream after each decoder
+deep attention can change it only by reversing a margin the residual stream already carries. The logit lens (nostalgebraist, 2020) reads the residual stream after each decoder
 layer, at the last prompt position, through the decoder's final norm and the unembedding; here only the margin
 ``logit("yes") - logit("no")`` of the first answer token.
 """
