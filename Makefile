@@ -31,7 +31,7 @@ demo: setup
 
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 # Seconds per notebook cell. nbmake's default (300) is too short on a 2-core CPU for the calibration grid that
-# notebooks 03-05 share (toy_calibration_choice: about 5 minutes on one thread, then cached for the others).
+# notebooks 03-05 share (toy_calibration_choice: over 5 minutes on one thread, then cached for the others).
 NOTEBOOK_CELL_TIMEOUT ?= 1200
 
 test: setup

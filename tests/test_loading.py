@@ -6,8 +6,8 @@ import torch
 import clva_lite
 from clva_lite.models.families import FAMILIES
 from clva_lite.toy import generate_scene
-from clva_lite.toy.questions import position_question
 from clva_lite.toy.model import NUM_VISUAL_TOKENS
+from clva_lite.toy.questions import position_question
 
 
 def test_toy_model_answers_a_question(toy):

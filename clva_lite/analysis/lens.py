@@ -1,9 +1,10 @@
 """A logit lens on yes/no answers: by which decoder layer has the model made up its mind?
 
 CLVA changes attention in the *deep* band only. Where a model has settled its answer before that band, steering
-deep attention can change it only by reversing a margin the residual stream already carries. The logit lens (nostalgebraist, 2020) reads the residual stream after each decoder
-layer, at the last prompt position, through the decoder's final norm and the unembedding; here only the margin
-``logit("yes") - logit("no")`` of the first answer token.
+deep attention can change it only by reversing a margin the residual stream already carries. The logit lens
+(nostalgebraist, 2020) reads the residual stream after each decoder layer, at the last prompt position, through the
+decoder's final norm and the unembedding; here only the margin ``logit("yes") - logit("no")`` of the first answer
+token.
 """
 
 from __future__ import annotations
@@ -48,19 +49,22 @@ def yes_no_margins(loaded, images: list, questions: list[str], *, words: tuple[s
     return torch.cat(rows)
 
 
+def _agrees(margins: torch.Tensor) -> torch.Tensor:
+    """(N, L) bool: the layer's margin has the sign of the final answer's."""
+    return (margins > 0) == (margins[:, -1:] > 0)
+
+
 def settled_layer(margins: torch.Tensor) -> torch.Tensor:
     """(N,) long: for each prompt the first layer from which every later layer's margin has the sign of the final
     answer (0: the answer never changes; L - 1: only the last layer gives it). margins: (N, L)."""
-    agrees = (margins > 0) == (margins[:, -1:] > 0)  # (N, L)
-    # the longest all-agreeing run at the end: count trailing True values
-    trailing = agrees.flip(1).long().cumprod(1).sum(1)
+    trailing = _agrees(margins).flip(1).long().cumprod(1).sum(1)  # length of the all-agreeing run at the end
     return margins.shape[1] - trailing
 
 
 def lens_table(margins: torch.Tensor, bands: dict[str, list[int]] | None = None) -> pd.DataFrame:
     """One row per layer: the share of prompts whose margin there has the final answer's sign, the share settled by
     that layer (see :func:`settled_layer`), the median |margin|, and the layer's band when ``bands`` are given."""
-    agrees = ((margins > 0) == (margins[:, -1:] > 0)).float().mean(0)
+    agrees = _agrees(margins).float().mean(0)
     settled = settled_layer(margins)
     layers = range(margins.shape[1])
     table = pd.DataFrame({

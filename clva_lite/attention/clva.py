@@ -137,7 +137,7 @@ class CLVAIntervention:
         self._rows: list[tuple[int, QueryRow]] = []  # calibrated: this step's anchor rows, both bands
         self._coefficients: dict[tuple, torch.Tensor] = {}  # (kinds, device) -> (kinds, 1, 1): alpha, -beta
         self._prompt = -1
-        self._keys: dict[tuple, dict] = {}  # this prompt's anchor heads and their image keys (see _anchor_plan)
+        self._plans: dict[tuple, dict] = {}  # this prompt's anchor heads and their image keys (see _anchor_plan)
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, torch.Tensor] = {}
         self._bias: torch.Tensor | None = None
@@ -162,7 +162,7 @@ class CLVAIntervention:
     def begin_step(self, step: int, prompt: int = 0) -> None:
         if prompt != self._prompt:
             self._prompt = prompt
-            self._keys.clear()
+            self._plans.clear()
         self._rows = []
         self._sums.clear()
         self._counts.clear()
@@ -215,9 +215,9 @@ class CLVAIntervention:
         rows = [row for _, row in self._rows]
         layers = tuple(layer for layer, _ in self._rows)
         batch, heads = (rows[0].query if rows[0].query is not None else rows[0].logits).shape[:2]
-        plan = self._keys.get((layers, batch))
+        plan = self._plans.get((layers, batch))
         if plan is None:
-            plan = self._keys[(layers, batch)] = self._anchor_plan(layers, batch, heads)
+            plan = self._plans[(layers, batch)] = self._anchor_plan(layers, batch, heads)
         kinds, index, weights = plan["kinds"], plan["index"], plan["weights"]
         if all(r.logits is None for r in rows):
             if "keys" not in plan:  # image keys do not change while a prompt decodes: the anchor heads' are taken once

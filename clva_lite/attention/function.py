@@ -221,8 +221,7 @@ class AttentionState:
             else:
                 mask = self.mask_row(attention_mask, batch, heads, kv, device)
                 row_mask = mask + self.placed_bias(bias, attention_mask, span, batch, heads, kv)
-            row_mask = row_mask.unsqueeze(2)
-            entry["row_mask"] = row_mask if row_mask.dtype == dtype else row_mask.to(dtype)
+            entry["row_mask"] = row_mask.unsqueeze(2).to(dtype)
         return entry["row_mask"]
 
     def placed_bias(self, bias: torch.Tensor, attention_mask, span: VisualSpan, batch: int, heads: int,

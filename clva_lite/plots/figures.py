@@ -93,6 +93,17 @@ def layer_heatmaps(visual: torch.Tensor, grid: Grid, image=None, *, layers=None,
     return fig
 
 
+BAND_COLOURS = {"early": "tab:green", "intermediate": "tab:red", "deep": "tab:gray"}
+
+
+def _shade_bands(ax, bands: dict[str, list[int]] | None, *, alpha: float, label_at: float | None = None) -> None:
+    """Shade each band's layers on a layer axis; with ``label_at``, write the band's name at that height."""
+    for name, band in (bands or {}).items():
+        ax.axvspan(min(band) - 0.5, max(band) + 0.5, color=BAND_COLOURS.get(name, "tab:gray"), alpha=alpha)
+        if label_at is not None:
+            ax.text((min(band) + max(band)) / 2, label_at, name, ha="center", fontsize=8)
+
+
 def drift_curves(curves: dict[str, torch.Tensor], bands: dict[str, list[int]] | None = None,
                  title: str = "Visual attention drift across layers"):
     """Fig. 2b: entropy of sensitive heads and correlations with the two anchors, per layer, bands shaded."""
@@ -110,10 +121,8 @@ def drift_curves(curves: dict[str, torch.Tensor], bands: dict[str, list[int]] | 
     right.set_ylabel("Pearson r")
     right.set_title("correlation of each layer's visual attention", fontsize=10)
     right.legend(fontsize=8)
-    colours = {"early": "tab:green", "intermediate": "tab:red", "deep": "tab:gray"}
     for ax in (left, right):
-        for name, band in (bands or {}).items():
-            ax.axvspan(min(band) - 0.5, max(band) + 0.5, color=colours.get(name, "tab:gray"), alpha=0.08)
+        _shade_bands(ax, bands, alpha=0.08)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
@@ -127,10 +136,7 @@ def lens_curves(table, bands: dict[str, list[int]] | None = None,
     layers = np.asarray(table.index)
     ax.plot(layers, table["agrees with final answer"], marker="o", label="sign agrees with the final answer")
     ax.plot(layers, table["settled by this layer"], marker="s", label="answers settled by this layer")
-    colours = {"early": "tab:green", "intermediate": "tab:red", "deep": "tab:gray"}
-    for name, band in (bands or {}).items():
-        ax.axvspan(min(band) - 0.5, max(band) + 0.5, color=colours.get(name, "tab:gray"), alpha=0.1)
-        ax.text((min(band) + max(band)) / 2, 0.02, name, ha="center", fontsize=8)
+    _shade_bands(ax, bands, alpha=0.1, label_at=0.02)
     ax.set_xlabel("layer")
     ax.set_ylabel("share of questions")
     ax.set_ylim(0, 1.05)

@@ -99,7 +99,8 @@ def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n
     log_path = folder / "training_log.json"
     training = json.loads(log_path.read_text()) if log_path.exists() else {}
     # stored relative to the repository when inside it, so the table does not carry one machine's paths
-    shown = folder.resolve().relative_to(ROOT) if folder.resolve().is_relative_to(ROOT) else folder
+    resolved = folder.resolve()
+    shown = resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else folder
     row = {"name": name, "what": what, "folder": str(shown),
            "overrides": VARIANTS.get(name, ("", {}))[1] if name != "v1" else None,
            "training": [{k: s[k] for k in s if k in ("stage", "steps", "seconds", "first_loss", "final_loss")}
