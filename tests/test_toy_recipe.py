@@ -87,6 +87,36 @@ def test_instruct_trains_the_tower_only_when_asked(tiny_run, tmp_path):
             train_toy_model(TrainConfig.from_dict({**config.__dict__, "instruct_tower_lr_scale": bad}))
 
 
+def test_instruct_keeps_the_lower_decoder_layers_frozen_when_asked(tiny_run, tmp_path):
+    out, config, _, _ = tiny_run
+    aligned = torch.load(out / "checkpoints" / "2-align.pt", weights_only=False)["state_dict"]
+    run = tmp_path / "frozen"
+    (run / "checkpoints").mkdir(parents=True)
+    for k, stage in enumerate(STAGES[:3]):
+        (run / "checkpoints" / f"{k}-{stage}.pt").symlink_to(out / "checkpoints" / f"{k}-{stage}.pt")
+    frozen = 5
+    model, _ = train_toy_model(TrainConfig.from_dict({**config.__dict__, "instruct_frozen_layers": frozen}), out=run)
+    after = model.state_dict()
+    moved = {int(k.split(".layers.")[1].split(".")[0]) for k, v in aligned.items()
+             if "language_model.layers." in k and not after[k].equal(v)}
+    assert moved == set(range(frozen, 16)), sorted(moved)
+    assert any("multi_modal_projector" in k and not after[k].equal(v) for k, v in aligned.items())
+    for bad in (-1, 16):
+        with pytest.raises(ValueError, match="instruct_frozen_layers"):
+            train_toy_model(TrainConfig.from_dict({**config.__dict__, "instruct_frozen_layers": bad}))
+
+
+def test_cosine_schedule_scales_a_parameter_group_by_its_lr_scale():
+    from clva_lite.toy.train import _cosine_lr
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([{"params": [a]}, {"params": [b], "lr_scale": 0.3}], lr=1.0)
+    for step in (0, 100, 399):
+        _cosine_lr(optimizer, 1e-3, step, 400)
+        full, scaled = (g["lr"] for g in optimizer.param_groups)
+        assert full > 0 and scaled == pytest.approx(0.3 * full)
+
+
 def test_vision_stage_top_k_patch_pooling_at_the_layer_llava_reads():
     config = TrainConfig.from_dict({**tiny_training_config().__dict__, "vision_mil_topk": 4,
                                       "vision_phrase_layer": -2})

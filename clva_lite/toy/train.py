@@ -108,6 +108,9 @@ class TrainConfig:
     # 0: the tower stays frozen in stage 2, as in LLaVA-1.5. > 0: it is trained too, at instruct_lr times this, as
     # later LLaVA-style recipes do (LLaVA-OneVision, Qwen-VL), so the answers' loss reaches the patch tokens.
     instruct_tower_lr_scale: float = 0.0
+    # k > 0: decoder layers 0..k-1 stay as the language stage left them in stage 2 (projector and layers k.. are
+    # trained), so the image has to be read by the upper layers; 0: the whole decoder is tuned, as in LLaVA-1.5
+    instruct_frozen_layers: int = 0
     turns: int = 3
     caption_share: float = 0.3
     count_colour_share: float = 0.15
@@ -358,7 +361,7 @@ def _cosine_lr(optimizer, base_lr: float, step: int, total: int, warmup: int = 5
     warm = min(1.0, (step + 1) / max(1, min(warmup, total // 5)))
     lr = base_lr * warm * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def _run_stage(name: str, steps: int, lr: float, params, loss_fn, log: list[dict]) -> None:
@@ -428,7 +431,8 @@ _STAGE_FIELDS = {
                  "language_long_share", "language_long_length", "turns", "caption_share", "count_colour_share",
                  "groupmate_negative_share", "caption_noise"),
     "align": ("align_steps", "align_batch", "align_lr", "align_task"),
-    "instruct": ("instruct_steps", "instruct_batch", "instruct_lr", "instruct_tower_lr_scale", "held_out_scenes"),
+    "instruct": ("instruct_steps", "instruct_batch", "instruct_lr", "instruct_tower_lr_scale", "instruct_frozen_layers",
+                 "held_out_scenes"),
 }
 
 
@@ -530,6 +534,10 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
     if not 0.0 <= config.instruct_tower_lr_scale <= 1.0:
         raise ValueError(f"instruct_tower_lr_scale must be in [0, 1] (0: frozen tower, as in LLaVA-1.5), "
                          f"not {config.instruct_tower_lr_scale}")
+    decoder_layers = config.model["layers"]
+    if not 0 <= config.instruct_frozen_layers < decoder_layers:
+        raise ValueError(f"instruct_frozen_layers must be in 0..{decoder_layers - 1} (decoder layers kept frozen in "
+                         f"stage 2; 0 tunes them all, as LLaVA-1.5 does), not {config.instruct_frozen_layers}")
     out = Path(out) if out is not None else None
     torch.set_num_threads(config.threads)
     model = build_untrained_model(config.seed, ModelConfig(**config.model)).train()
@@ -699,7 +707,10 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
         texts = Texts(rng, config)
 
         train_tower = config.instruct_tower_lr_scale > 0
-        params = [{"params": [*projector.parameters(), *decoder.parameters()]}]
+        for layer in decoder.layers[:config.instruct_frozen_layers]:
+            layer.requires_grad_(False)
+        tuned = [p for p in decoder.parameters() if p.requires_grad]
+        params = [{"params": [*projector.parameters(), *tuned]}]
         if train_tower:
             tower.requires_grad_(True)
             tower.train()
