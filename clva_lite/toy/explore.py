@@ -78,7 +78,11 @@ def train_variant(name: str, base: str | None = None) -> Path:
 
 
 def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n_captions: int = 64,
-                     folder: str | Path | None = None, table: str | Path | None = None) -> dict:
+                     folder: str | Path | None = None, table: str | Path | None = None, what: str | None = None,
+                     overrides: dict | None = None) -> dict:
+    """Measure the model in ``folder`` (default ``runs/explore/NAME``) on calibration and store its row under NAME.
+    ``what`` / ``overrides`` describe a run trained outside ``VARIANTS`` (e.g. a full-scale one with ``--config-json``).
+    """
     from ..models.loading import load_model
     from .metrics import measure, summary, world_view
 
@@ -86,11 +90,18 @@ def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n
         raise SystemExit("the first toy (v1) was retired with its world; its row in the table was measured before")
     if name == BUNDLED:
         folder = folder or ROOT / "data" / "toy-llava"
-        what = ("the bundled model (data/toy-llava), trained by `python -m clva_lite.toy train` with the recipe's "
-                "defaults: F with RoPE base 1e6 and the mimetic init in the 4 slowest RoPE pairs (std 0.15), striped "
-                "18-30 px glyphs, 8000 train scenes, vision 600 steps, align 300, instruct 1400, caption noise 0.25")
-    else:
-        what = VARIANTS.get(name, ("",))[0]
+        log_path = Path(folder) / "training_log.json"
+        c = json.loads(log_path.read_text())["config"] if log_path.exists() else {}
+        settings = ", ".join(f"{k} {c[k]}" for k in ("train_scenes", "vision_steps", "language_steps", "align_steps",
+                                                      "instruct_steps", "instruct_frozen_layers", "caption_noise")
+                             if k in c)
+        what = what or ("the bundled model (data/toy-llava), trained by `python -m clva_lite.toy train` with the "
+                        "recipe's defaults: F with RoPE base 1e6 and the mimetic init in the 4 slowest RoPE pairs "
+                        f"(std 0.15), striped 18-30 px glyphs; {settings}")
+    elif what is None:
+        if name not in VARIANTS:
+            raise SystemExit(f"{name!r} is not in VARIANTS: say what it is (what=..., overrides=...)")
+        what = VARIANTS[name][0]
     folder = folder or RUNS / name
     world = world_view()
     folder = Path(folder)
@@ -102,7 +113,7 @@ def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n
     resolved = folder.resolve()
     shown = resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else folder
     row = {"name": name, "what": what, "folder": str(shown),
-           "overrides": VARIANTS.get(name, ("", {}))[1] if name != "v1" else None,
+           "overrides": overrides if overrides is not None else VARIANTS.get(name, ("", {}))[1],
            "training": [{k: s[k] for k in s if k in ("stage", "steps", "seconds", "first_loss", "final_loss")}
                         | {k: v for k, v in s.items() if k.startswith("calibration")}
                         for s in training.get("stages", [])],
@@ -184,10 +195,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: {what} {overrides}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 VARIANTS_FILE = Path(__file__).resolve().parents[2] / "data" / "toy-variants.json"
 
 
@@ -209,3 +216,7 @@ def variants_frame(path: str | Path = VARIANTS_FILE):
                          "uniform": ph["uniform_on_object"], "A+ on-object": ph["A+"]["head_on_object"],
                          "A- on-object": ph["A-"]["head_on_object"], "reading holds": ph["reading_holds"]})
     return pd.DataFrame(rows).set_index(["variant", "criterion"])
+
+
+if __name__ == "__main__":
+    main()
