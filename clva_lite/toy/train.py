@@ -12,7 +12,8 @@ resume when its checkpoint is there):
    texts start short (``language_curriculum``): without both, "is there a X" stayed at chance (DIAGNOSIS.md).
 3. **align** - LLaVA stage 1: projector only (vision tower and decoder frozen), captioning loss on image + caption.
 4. **instruct** - LLaVA stage 2: projector + decoder (and, with ``instruct_tower_lr_scale`` > 0, the tower at a
-   lower learning rate; with ``instruct_frozen_layers`` = k, decoder layers k.. only) on multi-turn conversations (captions and yes/no questions) over images. Faint objects are
+   lower learning rate; with ``instruct_frozen_layers`` = k, decoder layers k.. only) on multi-turn conversations
+   (captions and yes/no questions) over images. Faint objects are
    named in captions and answers (the pixels barely show them), and with ``caption_noise`` a caption also
    names an absent group-mate (annotation noise that follows co-occurrence).
 
