@@ -88,10 +88,11 @@ def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n
 
     if name == "v1":
         raise SystemExit("the first toy (v1) was retired with its world; its row in the table was measured before")
+    folder = Path(folder or (ROOT / "data" / "toy-llava" if name == BUNDLED else RUNS / name))
+    log_path = folder / "training_log.json"
+    training = json.loads(log_path.read_text()) if log_path.exists() else {}
     if name == BUNDLED:
-        folder = folder or ROOT / "data" / "toy-llava"
-        log_path = Path(folder) / "training_log.json"
-        c = json.loads(log_path.read_text())["config"] if log_path.exists() else {}
+        c = training.get("config", {})
         settings = ", ".join(f"{k} {c[k]}" for k in ("train_scenes", "vision_steps", "language_steps", "align_steps",
                                                       "instruct_steps", "instruct_frozen_layers", "caption_noise")
                              if k in c)
@@ -102,13 +103,9 @@ def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n
         if name not in VARIANTS:
             raise SystemExit(f"{name!r} is not in VARIANTS: say what it is (what=..., overrides=...)")
         what = VARIANTS[name][0]
-    folder = folder or RUNS / name
     world = world_view()
-    folder = Path(folder)
     loaded = load_model(str(folder), device="cpu")
     result = measure(loaded, world, pope_scenes=pope_scenes, n_prompts=n_prompts, n_captions=n_captions)
-    log_path = folder / "training_log.json"
-    training = json.loads(log_path.read_text()) if log_path.exists() else {}
     # stored relative to the repository when inside it, so the table does not carry one machine's paths
     resolved = folder.resolve()
     shown = resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else folder
