@@ -27,7 +27,7 @@ import torch
 
 from .capture import unwrap
 from .function import QueryRow, _ignored_input, attached, row_logits, stacked_keys
-from .heads import DEFAULT_BANDS, HeadClasses, band_layers, check_criterion, visual_focus
+from .heads import DEFAULT_BANDS, HeadClasses, band_layers, check_band, check_criterion, visual_focus
 from .spans import VisualSpan
 
 Band = tuple[float, float] | range | list[int]
@@ -65,7 +65,8 @@ class CLVAConfig:
     def __post_init__(self) -> None:
         for name in ("alpha", "beta"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_WEIGHT:
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or not 0 <= value <= MAX_WEIGHT):
                 raise ValueError(
                     f"{name}={value!r} is out of range: CLVA weights are log-factors in [0, {MAX_WEIGHT}] "
                     "(0 switches that anchor off)"
@@ -79,6 +80,8 @@ class CLVAConfig:
             raise ValueError(f"head_fraction={self.head_fraction} must be in (0, 0.5]")
         if self.head_criterion is not None:
             check_criterion(self.head_criterion)
+        for name in ("early", "intermediate", "deep"):
+            check_band(getattr(self, name), name)
 
     def layers(self, num_layers: int) -> dict[str, list[int]]:
         """The three bands as layer lists for a ``num_layers``-deep decoder; clear errors when they do not fit."""

@@ -470,6 +470,25 @@ def attached(model, span: VisualSpan | None = None, *, observer: Observer | None
             model.set_attn_implementation({"text_config": state.original_implementation or "sdpa"})
 
 
+def begin_prompt(model, span: VisualSpan) -> None:
+    """Tell what is attached to ``model`` that a new prompt starts whose image tokens are already in the KV cache.
+
+    A generation that continues a cached image prefix (see :mod:`clva_lite.eval.prefix`) feeds only text tokens, so
+    the span hook finds no image tokens and would take the pass for a decode step. ``span``: the visual positions
+    of the full prompt (prefix + text), as :func:`~clva_lite.attention.spans.find_visual_span` finds them. Counts as
+    a prefill: interventions drop what they kept for the previous prompt (e.g. CLVA's image keys). Nothing happens
+    when nothing is attached.
+    """
+    state = _STATES.get(id(_decoder_config(model)))
+    if state is None:
+        return
+    if state.pinned and state.span is not None and not span.same_as(state.span):
+        raise ValueError("a capture pinned to other inputs is attached; capture the shared-prefix inputs instead")
+    state.span = span
+    state.prompt += 1
+    state.cache_epoch += 1
+
+
 @contextmanager
 def paused(model):
     """Run extra forward passes (e.g. VCD's contrastive pass) without the attached capture or intervention."""

@@ -16,6 +16,21 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
 }
 
 
+def check_band(band, name: str = "band") -> None:
+    """A clear error now for a band that no decoder could have: ``(start, end)`` depth fractions with
+    ``0 <= start < end <= 1``, or a non-empty ``range`` / ``list`` of layer indices >= 0."""
+    if isinstance(band, (range, list)):
+        if len(band) == 0 or any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in band):
+            raise ValueError(f"{name} band {band!r} must list layer indices >= 0 (at least one)")
+        return
+    if not (isinstance(band, tuple) and len(band) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in band)):
+        raise ValueError(f"{name} band {band!r} must be (start, end) depth fractions or a range/list of layers")
+    start, end = band
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"{name} band {band} must be depth fractions with 0 <= start < end <= 1 (e.g. (0.5, 1.0))")
+
+
 def band_layers(band: tuple[float, float] | range | list[int], num_layers: int, name: str = "band") -> list[int]:
     """Layers of a band: a tuple ``(start, end)`` of depth fractions (end exclusive), or a ``range``/``list`` of
     layer indices.

@@ -110,7 +110,7 @@ class ContrastivePass(LogitsProcessor):
     one; at each step the newly generated token is appended to it.
     """
 
-    def __init__(self, model, contrast_inputs: dict, combine):
+    def __init__(self, model, contrast_inputs: dict, combine, first_pass=None):
         model_type = getattr(model.config, "model_type", None)
         if model_type in MROPE_MODEL_TYPES:
             raise NotImplementedError(
@@ -124,11 +124,15 @@ class ContrastivePass(LogitsProcessor):
         self.cache = None
         self.mask = self.inputs["attention_mask"]
         self.prompt_length: int | None = None
+        self.first_pass = first_pass  # model -> output of the prompt's pass (a shared-prefix continuation)
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         with paused(self.model):
-            if self.cache is None:
+            if self.cache is None and self.first_pass is not None:
+                out = self.first_pass(self.model)
+                self.prompt_length = input_ids.shape[1]
+            elif self.cache is None:
                 batch = self.inputs
                 position_ids = (self.mask.long().cumsum(-1) - 1).clamp_min(0)
                 out = self.model(**batch, position_ids=position_ids, use_cache=True)
@@ -190,11 +194,14 @@ def without_image(inputs, image_token_id: int, pad_token_id: int) -> dict:
 
 
 def diffusion_noise(pixel_values: torch.Tensor, step: int = 500, seed: int = 0) -> torch.Tensor:
-    """Forward diffusion q(x_t | x_0) of the processed image at ``step`` of 1000 (VCD's sigmoid beta schedule)."""
+    """Forward diffusion q(x_t | x_0) of the processed image at ``step`` of 1000 (VCD's sigmoid beta schedule).
+
+    pixel_values: (batch, ...). Every row gets the same noise draw (``seed``), so an image's noised version does not
+    depend on which other images share its batch."""
     betas = torch.sigmoid(torch.linspace(-6, 6, 1000)) * (0.5e-2 - 1e-5) + 1e-5
     alpha_bar = torch.cumprod(1 - betas, dim=0)[step]
     generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(pixel_values.shape, generator=generator).to(pixel_values.device, pixel_values.dtype)
+    noise = torch.randn(pixel_values.shape[1:], generator=generator).to(pixel_values.device, pixel_values.dtype)
     return alpha_bar.sqrt() * pixel_values + (1 - alpha_bar).sqrt() * noise
 
 
@@ -213,10 +220,19 @@ def pai_guidance(loaded, inputs, config: PAIConfig | None = None) -> LogitsProce
     return LogitsProcessorList([ContrastivePass(hf_model, contrast, pai_guidance_combine(config.guidance))])
 
 
-def vcd_processor(loaded, inputs, config: VCDConfig | None = None) -> LogitsProcessorList:
-    """VCD as a logits processor for ``generate``: the contrast pass sees a diffusion-noised image."""
+def vcd_processor(loaded, inputs, config: VCDConfig | None = None, *, shared=None) -> LogitsProcessorList:
+    """VCD as a logits processor for ``generate``: the contrast pass sees a diffusion-noised image.
+
+    ``shared``: a :class:`~clva_lite.eval.prefix.SharedPrefixBatch` whose ``inputs`` these are; the contrast pass
+    then continues the noised image's cached prefix."""
     config = config or VCDConfig()
     hf_model = unwrap(loaded)
+    combine = vcd_combine(config.alpha, config.beta)
+    if shared is not None:
+        variant = ("vcd", config.noise_step, config.seed)
+        return LogitsProcessorList([ContrastivePass(
+            hf_model, dict(inputs), combine, first_pass=lambda model: shared.continue_prompt(model,
+                                                                                            shared.cache(variant)))])
     contrast = {k: v for k, v in inputs.items()}
     contrast["pixel_values"] = diffusion_noise(inputs["pixel_values"], config.noise_step, config.seed)
-    return LogitsProcessorList([ContrastivePass(hf_model, contrast, vcd_combine(config.alpha, config.beta))])
+    return LogitsProcessorList([ContrastivePass(hf_model, contrast, combine)])

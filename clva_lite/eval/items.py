@@ -24,6 +24,8 @@ from ..toy.model import CAPTION_REQUEST
 from ..toy.questions import ToyQuestion
 from ..toy.world import Split, as_split, generate_scene
 from .methods import Method
+from .prefix import (PrefixMismatch, SharedPrefixes, exact_settings, image_key, say_fallback_once,
+                     shared_prefix_unsupported)
 
 IMAGE_HINT = ("check --image-dir (for COCO POPE files: the COCO val2014 images, e.g. "
               "val2014/COCO_val2014_000000000042.jpg, from cocodataset.org)")
@@ -138,24 +140,59 @@ def _read_records(path: Path) -> dict[str, dict]:
     return records
 
 
+def shared_prefixes(loaded, shared_prefix: bool | SharedPrefixes, **generate_kwargs) -> SharedPrefixes | None:
+    """The store to use (``None``: full prompts). ``True`` makes one when the model and settings allow it exactly,
+    and says once why not otherwise; a :class:`SharedPrefixes` is used as it is (keep one across runs over the
+    same items, e.g. a grid)."""
+    if shared_prefix is False or shared_prefix is None:
+        return None
+    reason = shared_prefix_unsupported(loaded) or exact_settings(generate_kwargs)
+    if reason is not None:
+        say_fallback_once(reason)
+        return None
+    return shared_prefix if isinstance(shared_prefix, SharedPrefixes) else SharedPrefixes(loaded)
+
+
+def _batches(loaded, items: Sequence[Item], batch_size: int, store: SharedPrefixes | None) -> tuple[list, object]:
+    """``items`` in batches; with a store, encoded and grouped so that rows share their image prefix."""
+    if store is not None:
+        images: dict[str, Image.Image] = {}
+        for item in items:
+            key = image_key(item)
+            if item.item_id not in store.rows and key not in images:
+                images[key] = item.image()
+        try:
+            store.encode(items, images)
+            return store.batches(items, batch_size), store
+        except PrefixMismatch as error:
+            say_fallback_once(str(error))
+    return [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)], None
+
+
 def run_items(loaded, method: Method, items: Sequence[Item], *, batch_size: int = 32, max_new_tokens: int = 4,
-              records_path: str | Path | None = None, desc: str | None = None) -> list[dict]:
+              records_path: str | Path | None = None, desc: str | None = None,
+              shared_prefix: bool | SharedPrefixes = True) -> list[dict]:
     """Answer every item with ``method``; returns records in ``items`` order.
 
     With ``records_path``, records already there (same id) are reused and new ones appended as produced.
+    ``shared_prefix``: questions about one image continue one cached image prefix (:mod:`clva_lite.eval.prefix`;
+    the same answers as full prompts, several times faster); ``False`` prefills every full prompt, as
+    ``model.generate`` on the processor's batch does.
     """
     path = Path(records_path) if records_path is not None else None
     done = _read_records(path) if path is not None else {}
     todo = [item for item in items if item.item_id not in done]
+    batches, store = _batches(loaded, todo, batch_size, shared_prefixes(loaded, shared_prefix) if todo else None)
     handle = None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = path.open("a")
     try:
-        for start in tqdm(range(0, len(todo), batch_size), desc=desc or f"{method.name}", leave=False):
-            batch = todo[start:start + batch_size]
-            inputs = loaded.inputs([item.image() for item in batch], [item.question for item in batch])
-            output = method.generate(loaded, inputs, max_new_tokens=max_new_tokens)
+        for batch in tqdm(batches, desc=desc or f"{method.name}", leave=False):
+            shared = store.batch(batch) if store is not None else None
+            inputs = shared.inputs if shared is not None else loaded.inputs([item.image() for item in batch],
+                                                                            [item.question for item in batch])
+            output = method.generate(loaded, inputs, shared=shared, max_new_tokens=max_new_tokens)
             for item, response in zip(batch, decode_new_tokens(loaded, inputs, output)):
                 record = {"id": item.item_id, "method": method.name, "question": item.question,
                           "response": response, **item.meta}

@@ -32,7 +32,7 @@ from ..models.loading import load_model  # noqa: E402
 from ..plots.figures import criterion_grid, weight_grid  # noqa: E402
 from ..toy.questions import POPE_SAMPLINGS, calibration_prompts, pope_questions  # noqa: E402
 from ..toy.world import Split, generate_scenes  # noqa: E402
-from .items import caption_items, question_items, run_items  # noqa: E402
+from .items import caption_items, question_items, run_items, shared_prefixes  # noqa: E402
 from .methods import clva_method, pai_method, vanilla, vcd_method  # noqa: E402
 from .overhead import benchmark, default_methods  # noqa: E402
 from .scoring import format_ci, paired_delta, score_chair, score_pope  # noqa: E402
@@ -44,6 +44,7 @@ CALIBRATION_SCENES = 60
 # stays within its time budget (one generate batch of 64 per grid point).
 CHAIR_CALIBRATION_SCENES = 64
 HEAD_PROMPTS = 64
+BATCH_SIZE = 64
 ALPHAS = (0.0, 1.0, 2.0)
 BETAS = (0.0, 1.0, 2.0)
 
@@ -76,13 +77,15 @@ def run_demo(out: str | Path = "runs/demo", n_scenes: int | None = None) -> dict
     pope_items = question_items([q for s in POPE_SAMPLINGS for q in pope_questions(Split.TEST, n_scenes, s)])
     captions = caption_items(Split.TEST, n_scenes)
     records = {}
+    store = shared_prefixes(loaded, True)  # every method continues the same image prefixes (VCD: its own)
     for method in methods:
         records[method.name] = {
-            "pope": run_items(loaded, method, pope_items, batch_size=64, max_new_tokens=3,
-                              records_path=out / "records" / f"{method.name}.jsonl", desc=f"{method.name} POPE"),
-            "chair": run_items(loaded, method, captions, batch_size=64, max_new_tokens=24,
+            "pope": run_items(loaded, method, pope_items, batch_size=BATCH_SIZE, max_new_tokens=3,
+                              records_path=out / "records" / f"{method.name}.jsonl", desc=f"{method.name} POPE",
+                              shared_prefix=store or False),
+            "chair": run_items(loaded, method, captions, batch_size=BATCH_SIZE, max_new_tokens=24,
                                records_path=out / "records" / f"{method.name}.jsonl",
-                               desc=f"{method.name} captions"),
+                               desc=f"{method.name} captions", shared_prefix=store or False),
         }
 
     phase("test_runs")

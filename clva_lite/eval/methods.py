@@ -40,21 +40,26 @@ class Method:
             return pai_attention(loaded, self.config)
         return nullcontext()
 
-    def logits_processors(self, loaded, inputs):
+    def logits_processors(self, loaded, inputs, shared=None):
         if self.kind == "pai":
             return pai_guidance(loaded, inputs, self.config)
         if self.kind == "vcd":
-            return vcd_processor(loaded, inputs, self.config)
+            return vcd_processor(loaded, inputs, self.config, shared=shared)
         return None
 
     @torch.no_grad()
-    def generate(self, loaded, inputs, **kwargs) -> torch.Tensor:
-        """``model.generate(**inputs, **kwargs)`` with this method on; greedy unless told otherwise."""
+    def generate(self, loaded, inputs, *, shared=None, **kwargs) -> torch.Tensor:
+        """``model.generate(**inputs, **kwargs)`` with this method on; greedy unless told otherwise.
+
+        ``shared``: a :class:`~clva_lite.eval.prefix.SharedPrefixBatch` (then ``inputs`` is ``shared.inputs``): the
+        generation continues the images' cached prefixes instead of prefilling the whole prompt."""
         kwargs.setdefault("do_sample", False)
-        processors = self.logits_processors(loaded, inputs)
-        if processors:
-            kwargs["logits_processor"] = processors
+        processors = self.logits_processors(loaded, inputs, shared)
         with self.context(loaded):
+            if shared is not None:
+                return shared.generate(unwrap(loaded), processors, **kwargs)
+            if processors:
+                kwargs["logits_processor"] = processors
             return unwrap(loaded).generate(**inputs, **kwargs)
 
     def describe(self) -> dict:

@@ -9,7 +9,8 @@ import numpy as np
 from ..attention.clva import CLVAConfig
 from ..attention.heads import CRITERIA, HeadClasses
 from ..progress import tqdm
-from .items import Item, run_items
+from .items import Item, run_items, shared_prefixes
+from .prefix import SharedPrefixes
 from .methods import clva_method
 from .scoring import CHAIR_METRICS, POPE_METRICS, metric_function, with_chair_counts
 
@@ -18,13 +19,15 @@ METRICS = {"pope": POPE_METRICS, "chair": CHAIR_METRICS}
 
 def sweep_weights(loaded, heads: HeadClasses, items: Sequence[Item], alphas: Sequence[float],
                   betas: Sequence[float], *, benchmark: str = "pope", metric: str = "f1",
-                  base: CLVAConfig | None = None, batch_size: int = 64, max_new_tokens: int = 3) -> dict:
+                  base: CLVAConfig | None = None, batch_size: int = 64, max_new_tokens: int = 3,
+                  shared_prefix: bool | SharedPrefixes = True) -> dict:
     """``metric`` for every (alpha, beta); items must not come from the test split.
 
     ``benchmark="pope"`` (items: yes/no questions, metric in ``POPE_METRICS``) or ``"chair"`` (items: caption
     requests with ``truth``, metric in ``CHAIR_METRICS``; give captions room, e.g. ``max_new_tokens=24``).
     Returns ``{"values": (len(alphas), len(betas)) array, "alphas", "betas", "benchmark", "metric",
     "best": (alpha, beta), "split": ...}``; the best point maximises the metric (minimises CHAIR_s / CHAIR_i).
+    Every point continues the same cached image prefixes (``shared_prefix``, see :func:`~.items.run_items`).
     """
     if benchmark not in METRICS:
         raise ValueError(f"unknown benchmark {benchmark!r}; use one of {sorted(METRICS)}")
@@ -35,12 +38,14 @@ def sweep_weights(loaded, heads: HeadClasses, items: Sequence[Item], alphas: Seq
         raise ValueError("the alpha/beta sweep must not see the test split; sweep on the calibration split")
     base = base or CLVAConfig()
     score = metric_function(benchmark, metric)
+    store = shared_prefixes(loaded, shared_prefix)
     values = np.zeros((len(alphas), len(betas)))
     grid = [(i, j) for i in range(len(alphas)) for j in range(len(betas))]
     for i, j in tqdm(grid, desc="alpha/beta grid", disable=len(grid) == 1):
         config = CLVAConfig(**{**base.__dict__, "alpha": float(alphas[i]), "beta": float(betas[j])})
         records = run_items(loaded, clva_method(config, heads), items, batch_size=batch_size,
-                            max_new_tokens=max_new_tokens, desc=f"alpha={alphas[i]:g} beta={betas[j]:g}")
+                            max_new_tokens=max_new_tokens, desc=f"alpha={alphas[i]:g} beta={betas[j]:g}",
+                            shared_prefix=store or False)
         if benchmark == "chair":
             records = with_chair_counts(records)
         values[i, j] = score(records)
@@ -58,7 +63,7 @@ CHOICE_RULE = ("the highest POPE-adversarial F1 on the calibration items over he
 def choose_on_calibration(loaded, heads: HeadClasses, items: Sequence[Item], *,
                           criteria: Sequence[str] = tuple(CRITERIA), alphas: Sequence[float] = (0.0, 1.0, 2.0),
                           betas: Sequence[float] = (0.0, 1.0, 2.0), metric: str = "f1", batch_size: int = 64,
-                          max_new_tokens: int = 3) -> dict:
+                          max_new_tokens: int = 3, shared_prefix: bool | SharedPrefixes = True) -> dict:
     """CLVA's head criterion and alpha/beta, chosen together on calibration items by one rule (:data:`CHOICE_RULE`).
 
     ``heads`` must carry each head's focus (``clva_lite.calibrate_heads`` records it). alpha = beta = 0 is the stock
@@ -75,6 +80,7 @@ def choose_on_calibration(loaded, heads: HeadClasses, items: Sequence[Item], *,
         raise ValueError("the criterion/alpha/beta choice must not see the test split; use the calibration split")
     values = np.zeros((len(criteria), len(alphas), len(betas)))
     stock = None
+    store = shared_prefixes(loaded, shared_prefix)  # one image prefix per scene for the whole grid
     for c, criterion in enumerate(tqdm(criteria, desc="head criteria")):
         ranked = heads.with_criterion(criterion)
         for i, alpha in enumerate(alphas):
@@ -83,7 +89,7 @@ def choose_on_calibration(loaded, heads: HeadClasses, items: Sequence[Item], *,
                     values[c, i, j] = stock
                     continue
                 single = sweep_weights(loaded, ranked, items, [alpha], [beta], metric=metric, batch_size=batch_size,
-                                       max_new_tokens=max_new_tokens)
+                                       max_new_tokens=max_new_tokens, shared_prefix=store or False)
                 values[c, i, j] = single["values"][0, 0]
                 if alpha == 0 and beta == 0:
                     stock = values[c, i, j]

@@ -51,6 +51,9 @@ def build_inputs(loaded: Any, images: list, questions: list[str]):
         questions = [questions]
     if not isinstance(images, (list, tuple)):
         images = [images]
+    if len(questions) == 0:
+        raise ValueError("no questions given: pass at least one image and one question, e.g. "
+                         "loaded.inputs([image], ['is there a star in the image ?'])")
     if len(images) != len(questions):
         raise ValueError(f"got {len(images)} images for {len(questions)} questions; pass one image per question")
     from .families import FAMILIES
