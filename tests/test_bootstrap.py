@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from clva_lite.eval.benchmarks.bootstrap import align_by_key, bootstrap_ci, paired_bootstrap_delta
+from clva_lite.eval.benchmarks.bootstrap import align_by_key, bootstrap_ci, paired_bootstrap_delta, paired_bootstrap_test
 from clva_lite.eval.benchmarks.pope import pope_metric_fn
 
 
@@ -115,3 +115,33 @@ def test_invalid_settings_raise():
         bootstrap_ci([1.0], mean, n_resamples=0)
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_ci([1.0], mean, confidence=1.0)
+
+
+def test_count_metrics_resample_exactly_as_the_item_by_item_path():
+    """POPE and CHAIR metrics resample summed counts (one matrix product); the intervals, paired deltas and
+    p-values are those of recomputing the metric on every resample's items, with the same draws."""
+    import random
+
+    from clva_lite.eval.benchmarks import CountMetric
+    from clva_lite.eval.scoring import metric_function
+
+    rng = random.Random(3)
+    pope = [{"id": f"q{i}", "scene_index": i // 6, "label": rng.choice(["yes", "no"]),
+             "response": rng.choice(["yes .", "no .", "there is no star"])} for i in range(120)]
+    other = [{**r, "response": rng.choice(["yes", "no"])} for r in pope]
+    chair = [{"id": f"c{i}", "scene_index": i, "chair_counts": {
+        "mentions": m, "hallucinated": rng.randint(0, m), "truth": 3, "matched": rng.randint(0, 3), "words": 9}}
+        for i, m in enumerate(rng.randint(0, 4) for _ in range(40))]
+    cases = [("pope", name, pope, other) for name in ("accuracy", "precision", "recall", "f1", "yes_ratio")]
+    cases += [("chair", name, chair, chair[::-1]) for name in ("chair_s", "chair_i", "recall", "mean_length")]
+    for benchmark, name, a, b in cases:
+        fast = metric_function(benchmark, name)
+        assert isinstance(fast, CountMetric)
+        slow = lambda items, metric=fast: metric(items)  # noqa: E731 - a plain function: item by item
+        for cluster in (None, "scene_index"):
+            assert bootstrap_ci(a, fast, 300, seed=1, cluster_key=cluster) == pytest.approx(
+                bootstrap_ci(a, slow, 300, seed=1, cluster_key=cluster), abs=1e-12)
+            b_aligned = [dict(r, id=x["id"]) for r, x in zip(b, a)]
+            got = paired_bootstrap_test(a, b_aligned, fast, key="id", n_resamples=300, cluster_key=cluster)
+            want = paired_bootstrap_test(a, b_aligned, slow, key="id", n_resamples=300, cluster_key=cluster)
+            assert got == pytest.approx(want, abs=1e-12), (benchmark, name, cluster)

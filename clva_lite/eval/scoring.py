@@ -12,6 +12,7 @@ import numpy as np
 
 from ..toy.world import CATEGORIES, PLURALS
 from .benchmarks import (
+    CountMetric,
     MmeRecord,
     ObjectVocabulary,
     bootstrap_ci,
@@ -21,6 +22,7 @@ from .benchmarks import (
     parse_mme_answer,
     parse_pope_answer,
     pope_metrics,
+    ratio,
 )
 
 N_RESAMPLES = 1000
@@ -31,12 +33,37 @@ def toy_vocabulary() -> ObjectVocabulary:
     return ObjectVocabulary({**{c: c for c in CATEGORIES}, **{PLURALS[c]: c for c in CATEGORIES}})
 
 
-def _pope_metric(name: str) -> Callable[[Sequence[dict]], float]:
-    def metric(records: Sequence[dict]) -> float:
-        predictions = [r.get("prediction") or parse_pope_answer(r["response"]) for r in records]
-        return float(pope_metrics(predictions, [r["label"] for r in records])[name])
+_POPE_CELLS = {("yes", "yes"): (1, 0, 0, 0), ("yes", "no"): (0, 1, 0, 0), ("no", "no"): (0, 0, 1, 0),
+               ("no", "yes"): (0, 0, 0, 1)}  # (prediction, label) -> tp, fp, tn, fn
 
-    return metric
+
+def _pope_counts(record: dict) -> tuple[int, int, int, int]:
+    prediction = record.get("prediction") or parse_pope_answer(record["response"])
+    cell = _POPE_CELLS.get((prediction, record["label"]))
+    if cell is None:
+        pope_metrics([prediction], [record["label"]])  # its error names the bad value
+    return cell
+
+
+def pope_from_counts(name: str, sums: np.ndarray) -> np.ndarray:
+    """A POPE metric from summed (..., 4) tp, fp, tn, fn, with :func:`pope_metrics`' conventions for 0 / 0."""
+    tp, fp, tn, fn = (sums[..., i] for i in range(4))
+    n = tp + fp + tn + fn
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    values = {"accuracy": ratio(tp + tn, n), "precision": precision, "recall": recall,
+              "f1": ratio(2 * precision * recall, precision + recall), "yes_ratio": ratio(tp + fp, n)}
+    if name not in values:
+        raise ValueError(f"unknown POPE metric {name!r}; use one of {POPE_METRICS}")
+    return values[name]
+
+
+def _no_pope_records() -> float:
+    raise ValueError("no predictions to score")
+
+
+def _pope_metric(name: str) -> CountMetric:
+    pope_from_counts(name, np.zeros(4))  # an unknown name fails now
+    return CountMetric(_pope_counts, lambda sums: pope_from_counts(name, sums), 4, _no_pope_records)
 
 
 def with_chair_counts(records: Sequence[dict], vocab: ObjectVocabulary | None = None) -> list[dict]:
@@ -49,24 +76,25 @@ def with_chair_counts(records: Sequence[dict], vocab: ObjectVocabulary | None = 
             for r, d in zip(records, details)]
 
 
-def _chair_metric(name: str) -> Callable[[Sequence[dict]], float]:
-    def metric(records: Sequence[dict]) -> float:
-        counts = [r["chair_counts"] for r in records]
-        if not counts:
-            return 0.0
-        if name == "chair_s":
-            return sum(c["hallucinated"] > 0 for c in counts) / len(counts)
-        if name == "chair_i":
-            mentions = sum(c["mentions"] for c in counts)
-            return sum(c["hallucinated"] for c in counts) / mentions if mentions else 0.0
-        if name == "recall":
-            truth = sum(c["truth"] for c in counts)
-            return sum(c["matched"] for c in counts) / truth if truth else 0.0
-        if name == "mean_length":
-            return sum(c["words"] for c in counts) / len(counts)
-        raise ValueError(f"unknown CHAIR metric {name!r}")
+def _chair_counts(record: dict) -> tuple[int, ...]:
+    c = record["chair_counts"]
+    return 1, int(c["hallucinated"] > 0), c["mentions"], c["hallucinated"], c["truth"], c["matched"], c["words"]
 
-    return metric
+
+def chair_from_counts(name: str, sums: np.ndarray) -> np.ndarray:
+    """A CHAIR metric from summed (..., 7) captions, hallucinating captions, mentions, hallucinated mentions,
+    truth objects, matched objects, words."""
+    captions, hallucinating, mentions, hallucinated, truth, matched, words = (sums[..., i] for i in range(7))
+    values = {"chair_s": ratio(hallucinating, captions), "chair_i": ratio(hallucinated, mentions),
+              "recall": ratio(matched, truth), "mean_length": ratio(words, captions)}
+    if name not in values:
+        raise ValueError(f"unknown CHAIR metric {name!r}")
+    return values[name]
+
+
+def _chair_metric(name: str) -> CountMetric:
+    chair_from_counts(name, np.zeros(7))  # an unknown name fails now
+    return CountMetric(_chair_counts, lambda sums: chair_from_counts(name, sums), 7, lambda: 0.0)
 
 
 POPE_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")

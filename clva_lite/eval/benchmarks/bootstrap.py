@@ -54,6 +54,64 @@ def _resample_indices(items: Sequence[Any], n_resamples: int, seed: int,
     return [np.concatenate([clusters[c] for c in draw]) for draw in draws]
 
 
+class CountMetric:
+    """A metric that is a function of per-item counts summed over the sample (POPE's tp/fp/tn/fn, CHAIR's
+    mention counts). Calling it on items gives the metric; the bootstraps below then resample summed counts with
+    one matrix product instead of recomputing the metric item by item (same draws, same values).
+
+    ``counts``: item -> 1-D sequence of k numbers; ``from_sums``: (..., k) array of sums -> (...) metric values.
+    """
+
+    def __init__(self, counts: Callable[[Any], Sequence[float]], from_sums: Callable[[np.ndarray], np.ndarray],
+                 k: int, empty: Callable[[], float]):
+        self.counts = counts
+        self.from_sums = from_sums
+        self.k = k
+        self.empty = empty  # the metric of no items (a value, or an error)
+
+    def matrix(self, items: Sequence[Any]) -> np.ndarray:
+        """(items, k) counts."""
+        return np.asarray([self.counts(item) for item in items], dtype=float).reshape(len(items), self.k)
+
+    def __call__(self, items: Sequence[Any]) -> float:
+        if len(items) == 0:
+            return self.empty()
+        return float(self.from_sums(self.matrix(items).sum(0)))
+
+
+def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator elementwise, 0 where the denominator is 0."""
+    numerator, denominator = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    return np.divide(numerator, denominator, out=np.zeros(np.broadcast(numerator, denominator).shape),
+                     where=denominator != 0)
+
+
+def _resample_weights(items: Sequence[Any], n_resamples: int, seed: int,
+                      cluster_key: Key | None) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of :func:`_resample_indices` as (resamples, clusters) multiplicities, and each item's cluster."""
+    rng = np.random.default_rng(seed)
+    if cluster_key is None:
+        cluster_of = np.arange(len(items))
+    else:
+        key = _key_function(cluster_key)
+        ids: dict[Hashable, int] = {}
+        cluster_of = np.asarray([ids.setdefault(key(item), len(ids)) for item in items])
+    clusters = int(cluster_of.max()) + 1
+    draws = rng.integers(0, clusters if cluster_key is not None else len(items), size=(n_resamples, clusters))
+    weights = np.zeros((n_resamples, clusters))
+    np.add.at(weights, (np.arange(n_resamples)[:, None], draws), 1.0)
+    return weights, cluster_of
+
+
+def _resampled_sums(metric: CountMetric, items: Sequence[Any], weights: np.ndarray,
+                    cluster_of: np.ndarray) -> np.ndarray:
+    """(resamples, k) summed counts of each resample."""
+    per_item = metric.matrix(items)
+    per_cluster = np.zeros((weights.shape[1], per_item.shape[1]))
+    np.add.at(per_cluster, cluster_of, per_item)
+    return weights @ per_cluster
+
+
 def _interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(np.asarray(values, dtype=float), [tail, 100 - tail])
@@ -71,6 +129,11 @@ def bootstrap_ci(values_or_records: Sequence[Any] | np.ndarray, metric_fn: Metri
     """
     _check_settings(len(values_or_records), n_resamples, confidence)
     point = float(metric_fn(values_or_records))
+    if isinstance(metric_fn, CountMetric):
+        weights, cluster_of = _resample_weights(values_or_records, n_resamples, seed, cluster_key)
+        values = metric_fn.from_sums(_resampled_sums(metric_fn, values_or_records, weights, cluster_of))
+        low, high = _interval(values, confidence)
+        return point, low, high
     resamples = _resample_indices(values_or_records, n_resamples, seed, cluster_key)
     low, high = _interval([metric_fn(_take(values_or_records, indices)) for indices in resamples], confidence)
     return point, low, high
@@ -122,8 +185,13 @@ def paired_bootstrap_test(records_a: Sequence[Any], records_b: Sequence[Any], me
     if isinstance(records_b, np.ndarray):
         aligned_b = np.asarray(aligned_b)
     delta = float(metric_fn(aligned_b)) - float(metric_fn(records_a))
-    deltas = np.asarray([float(metric_fn(_take(aligned_b, indices))) - float(metric_fn(_take(records_a, indices)))
-                         for indices in _resample_indices(records_a, n_resamples, seed, cluster_key)])
+    if isinstance(metric_fn, CountMetric):
+        weights, cluster_of = _resample_weights(records_a, n_resamples, seed, cluster_key)
+        deltas = (metric_fn.from_sums(_resampled_sums(metric_fn, aligned_b, weights, cluster_of))
+                  - metric_fn.from_sums(_resampled_sums(metric_fn, records_a, weights, cluster_of)))
+    else:
+        deltas = np.asarray([float(metric_fn(_take(aligned_b, indices))) - float(metric_fn(_take(records_a, indices)))
+                             for indices in _resample_indices(records_a, n_resamples, seed, cluster_key)])
     low, high = _interval(deltas, confidence)
     side = min(int((deltas <= 0).sum()), int((deltas >= 0).sum()))
     p = min(1.0, 2 * (side + 1) / (len(deltas) + 1))
