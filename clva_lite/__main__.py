@@ -1,4 +1,4 @@
-"""Command line: ``python -m clva_lite demo | drift | bench | pope | chair | mme``.
+"""Command line: ``python -m clva_lite demo | drift | bench | throughput | pope | chair | mme``.
 
 Benchmarks, one method per call (records and ``result.json`` under ``--out``, default ``runs/<bench>-<method>``)::
 
@@ -39,6 +39,20 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--out", default="runs/bench.json")
     bench.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice); never more than free cores when timing")
+    speed = commands.add_parser("throughput", help="questions per second: the evaluator against a batch-1 loop")
+    speed.add_argument("--model", default="toy", help="'toy', a hub id or a folder (default: toy)")
+    speed.add_argument("--scenes", type=int, default=20, help="toy test scenes (18 POPE questions each)")
+    speed.add_argument("--pope-file", default=None, help="a published POPE file instead of toy questions")
+    speed.add_argument("--image-dir", default=None, help="the images of --pope-file")
+    speed.add_argument("--images", type=int, default=20, help="images of --pope-file to ask about")
+    speed.add_argument("--method", default="vanilla", choices=("vanilla", "clva", "pai", "vcd"),
+                       help="decoding method (clva: per-input head classes, alpha = beta = 1)")
+    speed.add_argument("--batch-size", type=int, default=128)
+    speed.add_argument("--loop-questions", type=int, default=None,
+                       help="time the batch-1 loop on the first N questions only (default: all)")
+    speed.add_argument("--device", default=None)
+    speed.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    speed.add_argument("--out", default="runs/throughput.json")
     for name in ("pope", "chair", "mme"):
         _benchmark_parser(commands, name)
     args = parser.parse_args(argv)
@@ -51,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
                                 device=args.device, dtype=args.dtype, threads=args.threads)
         print(format_results(results))
         print(f"wrote {args.out}")
+    elif args.command == "throughput":
+        run_throughput_command(args)
     elif args.command == "drift":
         from .analysis.drift import drift_report, format_report
         from .models.loading import load_model
@@ -66,6 +82,43 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(summary.get("files", {}), indent=2))
     else:
         run_benchmark_command(args)
+
+
+def run_throughput_command(args) -> dict:
+    """Load the model, pick the questions and the method, measure, print and write ``args.out``."""
+    import torch
+
+    from .attention.clva import CLVAConfig
+    from .eval.items import pope_file_items, question_items
+    from .eval.methods import clva_method, pai_method, vanilla, vcd_method
+    from .eval.throughput import format_throughput, measure_throughput
+    from .models.loading import load_model
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    loaded = load_model(args.model, device=args.device)
+    if args.pope_file:
+        from .eval.benchmarks import load_pope
+
+        if not args.image_dir:
+            raise SystemExit("--pope-file needs --image-dir (the folder of its images)")
+        items = pope_file_items(load_pope(args.pope_file), args.image_dir, limit=args.images)
+    else:
+        from .toy.questions import pope_questions
+
+        items = question_items([q for sampling in ("random", "popular", "adversarial")
+                                for q in pope_questions("test", args.scenes, sampling)])
+    method = {"vanilla": vanilla, "pai": pai_method, "vcd": vcd_method,
+              "clva": lambda: clva_method(CLVAConfig(head_source="per-input"))}[args.method]()
+    result = measure_throughput(loaded, items, method=method, batch_size=args.batch_size,
+                                loop_items=args.loop_questions)
+    print(format_throughput(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
 
 
 def _benchmark_parser(commands, name: str) -> None:

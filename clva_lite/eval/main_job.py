@@ -44,7 +44,7 @@ CALIBRATION_SCENES = 60
 # stays within its time budget (one generate batch of 64 per grid point).
 CHAIR_CALIBRATION_SCENES = 64
 HEAD_PROMPTS = 64
-BATCH_SIZE = 64
+BATCH_SIZE = 128
 ALPHAS = (0.0, 1.0, 2.0)
 BETAS = (0.0, 1.0, 2.0)
 

@@ -93,6 +93,7 @@ class SharedPrefixes:
         self._inputs: dict[str, dict] = {}  # image key -> the processor's image tensors for one prompt (prefixes)
         self._caches: OrderedDict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         self._bytes = 0
+        self._pool: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.prefills = 0  # prefix forward passes run (a test and the benchmark read it)
 
     # Encoding ------------------------------------------------------------------------------------------------------
@@ -175,10 +176,25 @@ class SharedPrefixes:
             k, v = (torch.cat([p[layer][i] for p in per_image]) if len(per_image) > 1 else per_image[0][layer][i]
                     for i in (0, 1))
             if type(slot) is DynamicLayer:
-                cache.layers[layer] = _PrefilledLayer(k, v, where, room)
+                cache.layers[layer] = _PrefilledLayer(k, v, where, room, self._buffers(variant, layer, k, v,
+                                                                                      len(keys), room))
             else:
                 slot.update(k.index_select(0, where), v.index_select(0, where))
         return cache
+
+    def _buffers(self, variant: tuple, layer: int, keys: torch.Tensor, values: torch.Tensor, batch: int,
+                 room: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Empty (batch, kv_heads, P + room, d) key and value buffers for one layer, reused from batch to batch
+        (fresh allocations of this size cost more than the copy into them); one set per variant, since VCD's
+        contrast cache lives beside the main one, and the last few shapes kept."""
+        shape = (batch, keys.shape[1], keys.shape[2] + room)
+        slot = (variant, layer, shape, keys.dtype, keys.device)
+        if slot not in self._pool:
+            self._pool[slot] = (keys.new_empty(*shape, keys.shape[3]), values.new_empty(*shape, values.shape[3]))
+            shapes = list(dict.fromkeys(key[:3:2] for key in self._pool))
+            if len(shapes) > 4:
+                self._pool = {key: value for key, value in self._pool.items() if key[:3:2] in shapes[-4:]}
+        return self._pool[slot]
 
     # Batches -------------------------------------------------------------------------------------------------------
     def batches(self, items: Sequence, batch_size: int) -> list[list]:
@@ -205,12 +221,13 @@ class _PrefilledLayer(DynamicLayer):
     """A KV cache layer over preallocated (batch, kv_heads, P + room, d) buffers; ``keys`` / ``values`` are views of
     the filled part. Behaves as transformers' ``DynamicLayer`` (it falls back to concatenation when full)."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, room: int):
-        """keys, values: (images, kv_heads, P, d); rows: (batch,) which image each row holds."""
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, room: int,
+                 buffers: tuple[torch.Tensor, torch.Tensor]):
+        """keys, values: (images, kv_heads, P, d); rows: (batch,) which image each row holds; buffers: empty
+        (batch, kv_heads, P + room, d) tensors to fill."""
         super().__init__()
-        batch, heads, length, dim = len(rows), keys.shape[1], keys.shape[2], keys.shape[3]
-        self._keys = keys.new_empty(batch, heads, length + room, dim)
-        self._values = values.new_empty(batch, heads, length + room, values.shape[3])
+        length = keys.shape[2]
+        self._keys, self._values = buffers
         start = 0
         for image, count in zip(*torch.unique_consecutive(rows, return_counts=True)):  # one copy per run of rows
             for buffer, source in ((self._keys, keys), (self._values, values)):
