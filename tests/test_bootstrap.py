@@ -3,7 +3,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from clva_lite.eval.benchmarks.bootstrap import align_by_key, bootstrap_ci, paired_bootstrap_delta, paired_bootstrap_test
+from clva_lite.eval.benchmarks.bootstrap import (
+    align_by_key,
+    bootstrap_ci,
+    paired_bootstrap_delta,
+    paired_bootstrap_test,
+)
 from clva_lite.eval.benchmarks.pope import pope_metric_fn
 
 

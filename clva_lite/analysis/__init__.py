@@ -19,4 +19,5 @@ __all__ = [
     "fit_head_classes", "group_share_matrix", "normalise_visual", "normalised_entropy", "pearson",
     "visual_attention_share",
 ]
-__getattr__ = lazy_submodules(__name__, ("anchors", "calibration", "drift", "grounding", "lens", "sensitivity"))
+__getattr__ = lazy_submodules(__name__, ("anchors", "calibration", "drift", "grounding", "lens", "premise",
+                                                "sensitivity"))

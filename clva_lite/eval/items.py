@@ -24,8 +24,14 @@ from ..toy.model import CAPTION_REQUEST
 from ..toy.questions import ToyQuestion
 from ..toy.world import Split, as_split, generate_scene
 from .methods import Method
-from .prefix import (PrefixMismatch, SharedPrefixes, exact_settings, image_key, say_fallback_once,
-                     shared_prefix_unsupported)
+from .prefix import (
+    PrefixMismatch,
+    SharedPrefixes,
+    exact_settings,
+    image_key,
+    say_fallback_once,
+    shared_prefix_unsupported,
+)
 
 IMAGE_HINT = ("check --image-dir (for COCO POPE files: the COCO val2014 images, e.g. "
               "val2014/COCO_val2014_000000000042.jpg, from cocodataset.org)")

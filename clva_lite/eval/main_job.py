@@ -148,7 +148,7 @@ def pope_grid(loaded, heads, out: Path) -> dict:
     this picks CLVA's criterion and alpha/beta (``sweep["best"]``, ``sweep["heads"]``). Saves
     ``alpha_beta_calibration.png``; values (criteria, alphas, betas)."""
     items = question_items(pope_questions(Split.CALIBRATION, CALIBRATION_SCENES, "adversarial"))
-    sweep = choose_on_calibration(loaded, heads, items, alphas=ALPHAS, betas=BETAS)
+    sweep = choose_on_calibration(loaded, heads, items, alphas=ALPHAS, betas=BETAS, batch_size=BATCH_SIZE)
     figure = criterion_grid(sweep, title="POPE-adversarial F1 on the calibration split (chosen cell outlined)")
     figure.savefig(out / "alpha_beta_calibration.png", dpi=120)
     plt.close(figure)
@@ -162,7 +162,7 @@ def chair_grid(loaded, heads, out: Path) -> dict:
     ``alpha_beta_chair_s_calibration.png``."""
     items = caption_items(Split.CALIBRATION, CHAIR_CALIBRATION_SCENES)
     sweep = sweep_weights(loaded, heads, items, ALPHAS, BETAS, benchmark="chair", metric="chair_s",
-                          max_new_tokens=24)
+                          max_new_tokens=24, batch_size=BATCH_SIZE)
     _save_grid(sweep, f"CHAIR_s ({CHAIR_CALIBRATION_SCENES} calibration captions)",
                out / "alpha_beta_chair_s_calibration.png")
     return sweep

@@ -10,8 +10,8 @@ from ..attention.clva import CLVAConfig
 from ..attention.heads import CRITERIA, HeadClasses
 from ..progress import tqdm
 from .items import Item, run_items, shared_prefixes
-from .prefix import SharedPrefixes
 from .methods import clva_method
+from .prefix import SharedPrefixes
 from .scoring import CHAIR_METRICS, POPE_METRICS, metric_function, with_chair_counts
 
 METRICS = {"pope": POPE_METRICS, "chair": CHAIR_METRICS}

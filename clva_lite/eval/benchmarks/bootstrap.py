@@ -112,6 +112,28 @@ def _resampled_sums(metric: CountMetric, items: Sequence[Any], weights: np.ndarr
     return weights @ per_cluster
 
 
+def bootstrap_counts(counts: np.ndarray, clusters: Sequence[Hashable], from_sums: Callable[[np.ndarray], np.ndarray],
+                     *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """A statistic of summed per-item counts (``counts``: (N, k); ``from_sums``: (..., k) -> (...)) with a
+    cluster bootstrap: ``{"value", "low", "high", "p"}``, ``p`` the two-sided bootstrap p-value of "the statistic
+    is 0" (as in :func:`paired_bootstrap_test`). E.g. a mean is counts ``(v, 1)`` and
+    ``from_sums = s[..., 0] / s[..., 1]``; a difference of two groups' means resamples clusters jointly for both."""
+    counts = np.asarray(counts, dtype=float)
+    _check_settings(len(counts), n_resamples, confidence)
+    metric = CountMetric(lambda row: row, from_sums, counts.shape[1], lambda: float("nan"))
+    rows = list(counts)
+    weights, cluster_of = _resample_weights([{"c": c} for c in clusters], n_resamples, seed, "c")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.asarray(from_sums(_resampled_sums(metric, rows, weights, cluster_of)), dtype=float)
+        value = float(from_sums(counts.sum(0)))
+    values = values[np.isfinite(values)]
+    if len(values) == 0:  # e.g. a group that is empty in every resample
+        return {"value": value, "low": float("nan"), "high": float("nan"), "p": float("nan")}
+    low, high = _interval(values, confidence)
+    side = min(int((values <= 0).sum()), int((values >= 0).sum()))
+    return {"value": value, "low": low, "high": high, "p": min(1.0, 2 * (side + 1) / (len(values) + 1))}
+
+
 def _interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(np.asarray(values, dtype=float), [tail, 100 - tail])
