@@ -142,3 +142,18 @@ def test_a_prompt_without_a_question_or_no_question_at_all_is_a_clear_error(toy)
 def test_configs_that_no_model_could_run_are_refused_when_made(config, message):
     with pytest.raises(ValueError, match=message):
         CLVAConfig(**config)
+
+
+def test_throughput_benchmark_times_three_ways_and_checks_they_agree(untrained, tmp_path):
+    from clva_lite.__main__ import main
+
+    main(["throughput", "--model", "toy-untrained", "--scenes", "2", "--device", "cpu", "--out",
+          str(tmp_path / "t.json")])
+    import json
+
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["questions"] == result["loop_questions"] > 0
+    assert result["same_answers_as_loop"] == 1.0 and result["same_answers_as_full_prompts"] == 1.0
+    rate = result["questions_per_second"]
+    assert result["evaluator_vs_batch1_loop"] == pytest.approx(rate["evaluator"] / rate["batch1_loop"])
+    assert result["prefix_passes"] >= 1
