@@ -19,7 +19,8 @@ QUERY, ANNOTATIONS = FIXTURES / "query_discriminative-existence_mini.json", FIXT
 def test_questions_get_their_truth_and_the_split_is_named_by_the_file():
     questions = load_amber_discriminative(QUERY, ANNOTATIONS)
     assert [(q.question_id, q.image, q.label) for q in questions] == [
-        (101, "AMBER_1.jpg", "yes"), (102, "AMBER_1.jpg", "no"), (103, "AMBER_2.jpg", "no"), (104, "AMBER_2.jpg", "yes")]
+        (101, "AMBER_1.jpg", "yes"), (102, "AMBER_1.jpg", "no"), (103, "AMBER_2.jpg", "no"),
+        (104, "AMBER_2.jpg", "yes")]
     assert {q.split for q in questions} == {"amber-existence"}
 
 
