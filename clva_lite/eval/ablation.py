@@ -23,7 +23,7 @@ from .methods import Method
 from .scoring import CHAIR_METRICS, metric_function, with_chair_counts
 
 
-def pope_table(loaded, methods: Sequence[Method], items: Sequence[Item], *, batch_size: int = 64) -> pd.DataFrame:
+def pope_table(loaded, methods: Sequence[Method], items: Sequence[Item], *, batch_size: int = 128) -> pd.DataFrame:
     """One row per method: POPE accuracy, precision, recall, F1, yes-ratio and the count of hallucinations
     (``fp``: "yes" to an absent object), all on the same ``items``."""
     rows = []
@@ -34,7 +34,7 @@ def pope_table(loaded, methods: Sequence[Method], items: Sequence[Item], *, batc
     return pd.DataFrame(rows).set_index("method")
 
 
-def caption_table(loaded, methods: Sequence[Method], items: Sequence[Item], *, batch_size: int = 64,
+def caption_table(loaded, methods: Sequence[Method], items: Sequence[Item], *, batch_size: int = 128,
                   max_new_tokens: int = 24) -> pd.DataFrame:
     """One row per method: CHAIR_s, CHAIR_i, object recall and mean caption length on the same caption items."""
     rows = []

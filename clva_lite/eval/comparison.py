@@ -11,21 +11,23 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .benchmarks.bootstrap import holm
-from .items import Item, run_items
+from .items import Item, run_items, shared_prefixes
 from .methods import Method
 from .scoring import format_ci, paired_delta, score_chair, score_mme, score_pope
 
 
 def evaluate_methods(loaded, methods: Sequence[Method], items: Sequence[Item], *, max_new_tokens: int,
-                     batch_size: int = 64) -> dict[str, list[dict]]:
-    """``{method name: records}`` for every method on the same ``items`` (in order)."""
+                     batch_size: int = 128) -> dict[str, list[dict]]:
+    """``{method name: records}`` for every method on the same ``items`` (in order); every method continues the
+    same cached image prefixes (see :func:`~clva_lite.eval.items.run_items`)."""
     if not items:
         raise ValueError("no items to evaluate; check the split and the number of scenes")
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
+    store = shared_prefixes(loaded, True)
     return {m.name: run_items(loaded, m, items, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                              desc=m.name) for m in methods}
+                              desc=m.name, shared_prefix=store or False) for m in methods}
 
 
 def pope_summary(records: dict[str, list[dict]], metrics: Sequence[str] = ("accuracy", "f1", "yes_ratio")
