@@ -138,7 +138,7 @@ def _benchmark_parser(commands, name: str) -> None:
                      help="split CLVA's head classes are fitted on; only 'calibration' is allowed")
     sub.add_argument("--head-prompts", type=int, default=64, help="calibration prompts for CLVA's head classes")
     sub.add_argument("--head-criterion", choices=("share", "focus", "share_focus"), default=None,
-                     help="CLVA: what makes a head vision-sensitive (default: share; see README)")
+                     help="CLVA: what makes a head vision-sensitive (default: share; see docs/benchmarks.md)")
     sub.add_argument("--limit", type=int, default=None, help="number of scenes (toy) or images (--pope-file)")
     sub.add_argument("--batch-size", type=int, default=None)
     sub.add_argument("--max-new-tokens", type=int, default=None)

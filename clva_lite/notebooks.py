@@ -21,7 +21,7 @@ REPOSITORY_LINE = re.compile(r'^Repository = "https://github.com/([^"/]+/[^"/]+?
 BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 SETUP_TEMPLATE = """\
 # Setup: works in Colab and locally; installs clva-lite only when it is not importable.
-REPOSITORY = "{repository}"  # GitHub copy to install from (README: "Where the notebooks install from")
+REPOSITORY = "{repository}"  # GitHub copy to install from (docs/how-it-works.md, "Where the notebooks install from")
 try:
     import clva_lite
 except ImportError:

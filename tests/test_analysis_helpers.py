@@ -441,14 +441,40 @@ def close_figures():
     plt.close("all")
 
 
-def test_attention_maps_draw_one_panel_per_map(scene, close_figures):
-    maps = [torch.rand(V), torch.rand(V), np.ones(V)]
+def _heat(ax):
+    return ax.images[-1]  # the heat map drawn over the grey image
+
+
+def test_attention_maps_draw_one_panel_per_map_on_one_scale(scene, close_figures):
+    maps = [torch.rand(V), 3 * torch.rand(V), np.ones(V)]
     fig = plots.attention_maps(maps, ["A+", "A-", "uniform"], (12, 12), scene.image(), suptitle="anchors")
     assert isinstance(fig, Figure)
-    assert [ax.get_title() for ax in fig.axes] == ["A+", "A-", "uniform"]
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["A+", "A-", "uniform"]
+    top = max(float(np.max(np.asarray(m))) for m in maps)
+    assert all(_heat(ax).get_clim() == pytest.approx((0.0, top)) for ax in panels)  # comparable panels
+    assert len(fig.axes) == 4  # and one colour bar
     assert isinstance(plots.attention_maps(maps[:1], ["one"], (12, 12)), Figure)
     with pytest.raises(ValueError, match="3 maps but 2 titles"):
         plots.attention_maps(maps, ["A+", "A-"], (12, 12))
+
+
+def test_a_signed_map_gets_a_diverging_scale_centred_at_zero(scene, close_figures):
+    bias = torch.linspace(-2.0, 0.5, V)
+    fig = plots.attention_maps([torch.rand(V), bias], ["deep", "bias"], (12, 12), scene.image(), signed=[1])
+    deep, signed = [ax for ax in fig.axes if ax.get_title()]
+    assert _heat(signed).get_clim() == pytest.approx((-2.0, 2.0))
+    assert _heat(signed).get_cmap().name == "RdBu_r" and _heat(deep).get_cmap().name != "RdBu_r"
+    assert len(fig.axes) == 4  # two panels, two colour bars
+    with pytest.raises(ValueError, match="signed"):
+        plots.attention_maps([bias], ["bias"], (12, 12), signed=[3])
+
+
+def test_a_grid_of_nearly_equal_cells_does_not_fill_the_colour_range(close_figures):
+    values = np.array([[0.790, 0.791], [0.792, 0.793]])
+    fig = plots.weight_grid(values, [0, 1], [0, 1], metric="F1", answers=360)
+    low, high = fig.axes[0].collections[0].get_clim()
+    assert high - low == pytest.approx(10 / 360) and "one answer of 360" in fig.axes[0].get_title()
 
 
 def test_head_class_map_marks_anchor_heads(close_figures):
@@ -468,6 +494,7 @@ def test_metric_curves_and_delta_forest(close_figures):
                       ("CLVA", "Δ chair_s", -5.0, -8.0, -2.0, 0.001)])
     fig = plots.delta_forest(deltas)
     assert isinstance(fig, Figure) and [ax.get_title() for ax in fig.axes] == ["Δ f1 random", "Δ chair_s"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["points   better →", "points   ← better"]
 
 
 def test_anchor_agreement_by_step(close_figures):

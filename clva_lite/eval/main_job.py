@@ -169,7 +169,7 @@ def chair_grid(loaded, heads, out: Path) -> dict:
 
 
 def _save_grid(sweep: dict, metric: str, path: Path) -> None:
-    figure = weight_grid(sweep["values"], sweep["alphas"], sweep["betas"], metric=metric)
+    figure = weight_grid(sweep["values"], sweep["alphas"], sweep["betas"], metric=metric, answers=sweep["n_items"])
     figure.savefig(path, dpi=120)
     plt.close(figure)
 

@@ -53,7 +53,7 @@ def sweep_weights(loaded, heads: HeadClasses, items: Sequence[Item], alphas: Seq
     flat = values.argmin() if lower_is_better else values.argmax()
     i, j = np.unravel_index(flat, values.shape)
     return {"values": values, "alphas": list(alphas), "betas": list(betas), "benchmark": benchmark, "metric": metric,
-            "best": (float(alphas[i]), float(betas[j])), "split": ",".join(splits)}
+            "best": (float(alphas[i]), float(betas[j])), "split": ",".join(splits), "n_items": len(items)}
 
 
 CHOICE_RULE = ("the highest POPE-adversarial F1 on the calibration items over head criterion x alpha x beta; ties go "
@@ -97,7 +97,7 @@ def choose_on_calibration(loaded, heads: HeadClasses, items: Sequence[Item], *,
     best = {"criterion": criteria[c], "alpha": float(alphas[i]), "beta": float(betas[j])}
     return {"values": values, "criteria": list(criteria), "alphas": list(alphas), "betas": list(betas),
             "metric": metric, "best": best, "heads": heads.with_criterion(criteria[c]),
-            "rule": CHOICE_RULE.format(criteria=tuple(criteria)), "split": ",".join(splits)}
+            "rule": CHOICE_RULE.format(criteria=tuple(criteria)), "split": ",".join(splits), "n_items": len(items)}
 
 
 def toy_calibration_choice(loaded, *, head_prompts: int = 64, scenes: int = 60,

@@ -35,13 +35,21 @@ def on_grid(values: np.ndarray, grid) -> tuple[np.ndarray, tuple[int, int]]:
     return values.reshape(*values.shape[:-1], rows, cols), (rows, cols)
 
 
-def overlay(ax, heat: np.ndarray, grid: tuple[int, int], image=None) -> None:
-    """Draw a (rows, cols) heat map over ``image`` (or alone when there is no image) on ``ax``."""
-    if image is not None:
-        ax.imshow(np.asarray(image.resize((grid[1] * 16, grid[0] * 16))))
-        ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, grid[1] * 16, grid[0] * 16, 0))
-    else:
-        ax.imshow(heat, cmap="inferno")
+ATTENTION_CMAP = "viridis"
+SIGNED_CMAP = "RdBu_r"
+
+
+def overlay(ax, heat: np.ndarray, grid: tuple[int, int], image=None, *, vmin: float | None = None,
+            vmax: float | None = None, cmap: str = ATTENTION_CMAP):
+    """Draw a (rows, cols) heat map over ``image`` (or alone when there is no image) on ``ax``; returns the heat
+    map's ``AxesImage`` (for a colour bar). The image is drawn in grey, so the colour map's hues cannot be confused
+    with the objects' colours. Pass ``vmin`` / ``vmax`` to put several panels on one scale."""
+    extent = (0, grid[1] * 16, grid[0] * 16, 0)
+    if image is None:
+        return ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent)
+    ax.imshow(np.asarray(image.convert("L").resize((grid[1] * 16, grid[0] * 16))), cmap="gray", vmin=0, vmax=255,
+              extent=extent)
+    return ax.imshow(heat, cmap=cmap, alpha=0.65, vmin=vmin, vmax=vmax, extent=extent)
 
 
 def visual_share_matrix(share_matrix: torch.Tensor, *, annotate: str | None = "system+prompt",
@@ -82,14 +90,16 @@ def layer_heatmaps(visual: torch.Tensor, grid: Grid, image=None, *, layers=None,
     per_layer, grid = on_grid(p.mean(1), grid)  # (L, rows, cols)
     layers = list(range(per_layer.shape[0])) if layers is None else list(layers)
     rows = int(np.ceil(len(layers) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns + 0.8, 2.3 * rows), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
+    top = float(per_layer[layers].max())  # one scale for every panel, so layers can be compared
     for ax, layer in zip(axes.flat, layers):
-        overlay(ax, per_layer[layer], grid, image)
+        image_artist = overlay(ax, per_layer[layer], grid, image, vmin=0.0, vmax=top)
         ax.set_title(f"layer {layer}", fontsize=9)
+    fig.colorbar(image_artist, ax=axes, shrink=0.6, label="share of the layer's visual attention per patch")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -146,15 +156,29 @@ def lens_curves(table, bands: dict[str, list[int]] | None = None,
     return fig
 
 
-def weight_grid(values: np.ndarray, alphas, betas, *, metric: str = "F1", title: str | None = None):
-    """Fig. 5: a metric over the alpha (rows) x beta (columns) grid."""
-    fig, ax = plt.subplots(figsize=(1.0 * len(betas) + 2.5, 0.8 * len(alphas) + 1.5))
+def _answer_scale(values: np.ndarray, answers: int | None, span: int = 10) -> tuple[float, float, str]:
+    """Colour limits at least ``span`` answers wide (one answer of ``answers`` moves a rate by about 1 / answers),
+    so a grid whose cells differ by an answer or two does not fill the whole colour range; and a note saying so."""
+    low, high = float(np.min(values)), float(np.max(values))
+    if not answers:
+        return low, high, ""
+    half = max((high - low) / 2, span / 2 / answers)
+    middle = (low + high) / 2
+    return middle - half, middle + half, f"one answer of {answers} ≈ {1 / answers:.3f}"
+
+
+def weight_grid(values: np.ndarray, alphas, betas, *, metric: str = "F1", title: str | None = None,
+                answers: int | None = None):
+    """Fig. 5: a metric over the alpha (rows) x beta (columns) grid. ``answers``: how many questions or captions
+    each cell was scored on; the colour scale then spans at least ten of them (see :func:`_answer_scale`)."""
+    fig, ax = plt.subplots(figsize=(1.0 * len(betas) + 2.5, 0.8 * len(alphas) + 1.7))
+    vmin, vmax, note = _answer_scale(np.asarray(values), answers)
     sns.heatmap(np.asarray(values), annot=True, fmt=".3f", cmap="rocket_r" if "CHAIR" in metric else "rocket",
                 xticklabels=[f"{b:g}" for b in betas], yticklabels=[f"{a:g}" for a in alphas], ax=ax,
-                cbar_kws={"label": metric})
+                vmin=vmin, vmax=vmax, cbar_kws={"label": metric})
     ax.set_xlabel("beta (negative anchor)")
     ax.set_ylabel("alpha (positive anchor)")
-    ax.set_title(title or f"{metric} over the alpha/beta grid", fontsize=10)
+    ax.set_title((title or f"{metric} over the alpha/beta grid") + (f"\n({note})" if note else ""), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -166,11 +190,12 @@ def criterion_grid(choice: dict, *, title: str | None = None):
     """
     values = np.asarray(choice["values"])
     criteria, alphas, betas = choice["criteria"], choice["alphas"], choice["betas"]
-    fig, axes = plt.subplots(1, len(criteria), figsize=(2.9 * len(criteria) + 0.8, 0.75 * len(alphas) + 1.6),
+    fig, axes = plt.subplots(1, len(criteria), figsize=(2.9 * len(criteria) + 0.8, 0.75 * len(alphas) + 1.8),
                              sharey=True)
     axes = np.atleast_1d(axes)
+    vmin, vmax, note = _answer_scale(values, choice.get("n_items"))
     for k, (ax, criterion) in enumerate(zip(axes, criteria)):
-        sns.heatmap(values[k], annot=True, fmt=".3f", cmap="rocket", vmin=values.min(), vmax=values.max(), ax=ax,
+        sns.heatmap(values[k], annot=True, fmt=".3f", cmap="rocket", vmin=vmin, vmax=vmax, ax=ax,
                     xticklabels=[f"{b:g}" for b in betas], yticklabels=[f"{a:g}" for a in alphas],
                     cbar=k == len(criteria) - 1, cbar_kws={"label": choice["metric"]})
         ax.set_title(f"criterion: {criterion}", fontsize=10)
@@ -179,7 +204,8 @@ def criterion_grid(choice: dict, *, title: str | None = None):
             i, j = alphas.index(choice["best"]["alpha"]), betas.index(choice["best"]["beta"])
             ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="cyan", linewidth=2.5))
     axes[0].set_ylabel("alpha (positive anchor)")
-    fig.suptitle(title or f"{choice['metric']} on {choice['split']} (chosen cell outlined)", fontsize=10)
+    heading = title or f"{choice['metric']} on {choice['split']} (chosen cell outlined)"
+    fig.suptitle(heading + (f"\n({note}; the colour scale spans at least ten)" if note else ""), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -190,20 +216,38 @@ def attention_before_after(before: torch.Tensor, after: torch.Tensor, grid: Grid
     return attention_maps([before, after], titles, grid, image)
 
 
-def attention_maps(maps, titles, grid: Grid, image=None, *, suptitle: str | None = None):
-    """Several (V,) distributions over the image side by side (e.g. anchors, or deep attention per alpha)."""
+def attention_maps(maps, titles, grid: Grid, image=None, *, suptitle: str | None = None, signed=(),
+                   label: str = "share of visual attention per patch", signed_label: str = "bias (logit)"):
+    """Several (V,) maps over the image side by side (e.g. anchors, or deep attention per alpha), all on one
+    colour scale from 0 with one colour bar, so panels can be compared. ``signed``: indices of maps with both
+    signs (e.g. CLVA's bias), drawn on a diverging colour map centred at 0 with a colour bar of their own."""
     maps = list(maps)
     if len(maps) != len(titles):
         raise ValueError(f"{len(maps)} maps but {len(titles)} titles")
-    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.9), squeeze=False)
-    for ax, data, name in zip(axes[0], maps, titles):
-        heat, shape = on_grid(_np(data), grid)
-        overlay(ax, heat, shape, image)
+    signed = set(signed)
+    if not signed <= set(range(len(maps))):
+        raise ValueError(f"signed={sorted(signed)} names maps outside 0..{len(maps) - 1}")
+    placed = [on_grid(_np(data), grid) for data in maps]
+    plain = [heat for k, (heat, _) in enumerate(placed) if k not in signed]
+    top = max((float(h.max()) for h in plain), default=1.0)
+    reach = max((float(np.abs(placed[k][0]).max()) for k in signed), default=1.0) or 1.0
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps) + 0.9 * (1 + bool(signed)), 2.9), squeeze=False,
+                             layout="constrained")
+    artists = {}
+    for k, (ax, (heat, shape), name) in enumerate(zip(axes[0], placed, titles)):
+        if k in signed:
+            artists["signed"] = overlay(ax, heat, shape, image, vmin=-reach, vmax=reach, cmap=SIGNED_CMAP)
+        else:
+            artists["plain"] = overlay(ax, heat, shape, image, vmin=0.0, vmax=top)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
+    if "plain" in artists:
+        fig.colorbar(artists["plain"], ax=[a for k, a in enumerate(axes[0]) if k not in signed], shrink=0.8,
+                     label=label)
+    if "signed" in artists:
+        fig.colorbar(artists["signed"], ax=[axes[0][k] for k in sorted(signed)], shrink=0.8, label=signed_label)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -242,10 +286,13 @@ def metric_curves(table, x: str, metrics, *, title: str = "", xlabel: str | None
     return fig
 
 
-def delta_forest(deltas, title: str = "Method minus vanilla (paired, 95 % CI)"):
-    """Forest plot of paired deltas. deltas: DataFrame with columns method, metric, value, low, high."""
+def delta_forest(deltas, title: str = "Method minus vanilla (paired, 95 % CI)", *, unit: str = "points",
+                 lower_is_better=("chair",)):
+    """Forest plot of paired deltas. deltas: DataFrame with columns method, metric, value, low, high (in ``unit``).
+    Each panel says which way is better: metrics whose name contains one of ``lower_is_better`` (CHAIR: fewer
+    hallucinated captions) improve to the left, the others (F1, accuracy) to the right."""
     metrics = list(dict.fromkeys(deltas["metric"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 0.45 * deltas["method"].nunique() + 1.4),
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 0.45 * deltas["method"].nunique() + 1.7),
                              squeeze=False, sharey=True)
     for ax, metric in zip(axes[0], metrics):
         rows = deltas[deltas["metric"] == metric]
@@ -255,6 +302,8 @@ def delta_forest(deltas, title: str = "Method minus vanilla (paired, 95 % CI)"):
         ax.axvline(0, color="gray", lw=0.8, ls="--")
         ax.set_yticks(y, rows["method"])
         ax.set_title(metric, fontsize=9)
+        lower = any(word in metric.lower() for word in lower_is_better)
+        ax.set_xlabel(f"{unit}   " + ("← better" if lower else "better →"), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -24,7 +24,10 @@ def draw_attention(visual, grid, image=None, *, step: int = 0, layer: int = 0,
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2, 3.2))
     heat, shape = on_grid(p, grid)
-    overlay(ax, heat, shape, image)
+    artist = overlay(ax, heat, shape, image, vmin=0.0)
+    if not getattr(ax, "_clva_colorbar", False):  # one colour bar per panel, also when sliders redraw it
+        ax.figure.colorbar(artist, ax=ax, shrink=0.8, label="share per patch")
+        ax._clva_colorbar = True
     token = f" ({tokens[step]!r})" if tokens and step < len(tokens) else ""
     ax.set_title(f"step {step}{token}, layer {layer}, {'mean of heads' if head is None else f'head {head}'}",
                  fontsize=8)

@@ -19,7 +19,7 @@
 * ``language`` trains the decoder alone on scene text + existence questions (answers-only loss, v2 wording) and
   prints the calibration existence accuracy (yes vs no logit) every 100 steps.
 
-Both use one thread. Measurements from these loops are summarised in ``clva_lite/toy/DIAGNOSIS.md``.
+Both use one thread. Measurements from these loops are summarised in ``docs/toy-recipe-history.md``.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def layout_existence(checkpoint: str, scenes: int = 100, repeats: int = 3,
       filler's, in the image prompt the recipe trains on (``<image> x 144 question : is there a X``).
 
     If the oracle row sits near 0.5, no projector can make the decoder read an image: the reading is tied to the
-    short scene texts it was trained on (DIAGNOSIS.md, session 9).
+    short scene texts it was trained on (docs/toy-recipe-history.md, RoPE section).
     """
     model, config = _load_checkpoint(checkpoint)
     texts = recipe.Texts(np.random.default_rng(0), config)
@@ -279,7 +279,7 @@ def patch_category_probe(checkpoint: str, train_scenes: int = 600, eval_scenes: 
     ``world.patch_labels`` (category of the patch, or background) and scored on ``eval_scenes`` calibration scenes:
     category accuracy over object patches (chance 1/24) and background recall. An image-level probe can be high while
     this is low: the tower then finds objects without telling them apart patch by patch, and a decoder that matches
-    the question word against single tokens cannot read the image (DIAGNOSIS.md, session 9).
+    the question word against single tokens cannot read the image (docs/toy-recipe-history.md, RoPE section).
     """
     model, _ = _load_checkpoint(checkpoint)
     train, held = recipe.render_images(train_scenes), recipe.render_images(eval_scenes, Split.CALIBRATION)

@@ -31,7 +31,7 @@ EXPLORE_BASE = dict(train_scenes=4000, threads=1, vision_steps=800, vision_batch
                     language_batch=32, align_steps=80, align_batch=16, instruct_steps=350, instruct_batch=16,
                     held_out_scenes=100)
 
-# The decoder defaults before session 9 (variants F-H were trained with them): RoPE base 1e4, mimetic init on every
+# The decoder defaults before the RoPE change (variants F-H were trained with them): RoPE base 1e4, mimetic init on every
 # q/k row with std 0.1. Pinned here so those rows keep meaning what they meant when the defaults change.
 _F_DECODER = {"model": {**asdict(ModelConfig()), "rope_theta": 1e4}, "mimetic_std": 0.1, "mimetic_slow_pairs": 0}
 BUNDLED = "bundled"  # `explore eval bundled`: the model in data/toy-llava, trained with the recipe defaults
@@ -115,7 +115,7 @@ def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n
                         | {k: v for k, v in s.items() if k.startswith("calibration")}
                         for s in training.get("stages", [])],
            "train_seconds": round(sum(s["seconds"] for s in training.get("stages", [])), 1),
-           # rows measured before session 11 predate the glyph textures (world.TEXTURES) and lack this field
+           # rows measured before the striped glyphs predate the glyph textures (world.TEXTURES) and lack this field
            "glyph_textures": None if name == "v1" else toy_world.TEXTURES, **result}
     table = Path(table or TABLE)
     rows = json.loads(table.read_text()) if table.exists() else []

@@ -38,7 +38,7 @@ CAPTION_REQUEST = "describe the image ."
 # No "answer :" suffix: the answer follows the question's last word, which names the object asked about. With an
 # "... in the image ? answer :" template (the first toy's) the decoder must first carry the object word to the
 # answer position, then match it against the image: a two-step circuit that sat at the yes/no marginal for 600 steps
-# even with one object per scene (DIAGNOSIS.md). With the object word last, one attention hop from that word answers.
+# even with one object per scene (docs/toy-recipe-history.md). With the object word last, one attention hop from that word answers.
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] == 'user' %}"
     "{% for part in message['content'] %}"
@@ -148,7 +148,7 @@ def mimetic_init(model: LlavaForConditionalGeneration, std: float = 0.1, seed: i
     transformers (mimetic initialisation, Trockman & Kolter 2023, "Mimetic Initialization of Self-Attention
     Layers"). It stands in for the LLM pre-training the toy cannot afford: with Hugging Face's default init
     (std 0.02, q and k independent) the 16-layer decoder stayed at the yes/no marginal on "is there a X" for 600
-    steps; with this init the one-object version is learned in about 200 (DIAGNOSIS.md).
+    steps; with this init the one-object version is learned in about 200 (docs/toy-recipe-history.md).
     """
     import torch
 

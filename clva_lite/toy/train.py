@@ -9,7 +9,7 @@ resume when its checkpoint is there):
 2. **language** - LLM-like pre-training of the decoder on text only: captions on their own (the co-occurrence
    prior), scenes written as text followed by questions and answers, and scene text followed by its caption. No
    image slots. The decoder's attention starts from a mimetic initialisation (``model.mimetic_init``) and the scene
-   texts start short (``language_curriculum``): without both, "is there a X" stayed at chance (DIAGNOSIS.md).
+   texts start short (``language_curriculum``): without both, "is there a X" stayed at chance (docs/toy-recipe-history.md).
 3. **align** - LLaVA stage 1: projector only (vision tower and decoder frozen), captioning loss on image + caption.
 4. **instruct** - LLaVA stage 2: projector + decoder (and, with ``instruct_tower_lr_scale`` > 0, the tower at a
    lower learning rate; with ``instruct_frozen_layers`` = k, decoder layers k.. only) on multi-turn conversations
@@ -58,14 +58,14 @@ class TrainConfig:
     #                            "mil": captions as "mean", a phrase scored by its best-matching patch
     vision_phrase_weight: float = 1.0
     # "mil": a phrase's image score is the mean of its k best patch scores. k = 1 (FILIP's max) trains one patch per
-    # object, and per-patch probes then find the category in about a third of the object patches (DIAGNOSIS.md,
-    # session 9); objects cover 2 x 2 to 3 x 3 patches
+    # object, and per-patch probes then find the category in about a third of the object patches (docs/toy-recipe-history.md,
+    # RoPE section); objects cover 2 x 2 to 3 x 3 patches
     vision_mil_topk: int = 1
     # the vision layer the phrase term scores (-1: the last, post-layernormed; -2: the one LLaVA reads)
     vision_phrase_layer: int = -1
     # the phrase term's own logit scale (0: share CLIP's) and initial bias; SigLIP uses 10 / -10, but on normalised
     # embeddings a scale of 10 with bias -10 keeps every phrase logit <= 0 until the scale grows (probe AUC after 600
-    # steps: 0.70 with 10, 0.80 with 30; DIAGNOSIS.md)
+    # steps: 0.70 with 10, 0.80 with 30; docs/toy-recipe-history.md)
     vision_phrase_scale: float = 30.0
     vision_phrase_bias: float = -10.0
     # how the caption InfoNCE compares an image with a caption: "pooled" (CLIP: one vector each) or "tokens" (FILIP's
@@ -94,7 +94,7 @@ class TrainConfig:
     # P(a scene document writes its scene "long": object mentions scattered, some repeated, through filler words up
     # to ``language_long_length`` tokens), as an image reaches the decoder: 144 tokens, each object on several. With
     # the plain mimetic init they did not stop the reading from decaying with distance; the slow-pair init below made
-    # them unnecessary (DIAGNOSIS.md, session 9), so they are off by default
+    # them unnecessary (docs/toy-recipe-history.md, RoPE section), so they are off by default
     language_long_share: float = 0.0
     language_long_length: int = 150
     # 3. align (projector only)
@@ -104,7 +104,7 @@ class TrainConfig:
     align_task: str = "caption"  # "caption" (LLaVA stage 1: image -> caption) or "conversation" (instruct's mix)
     # 4. instruct (projector + decoder)
     # 1750, not 1400: calibration POPE random 0.889 -> 0.902 with the gap still 14.8 points; at 2100 the gap fell to
-    # 7.4, below the 8 asked (DIAGNOSIS.md, session 17)
+    # 7.4, below the 8 asked (docs/toy-recipe-history.md, 1,750-step section)
     instruct_steps: int = 1750
     instruct_batch: int = 16
     instruct_lr: float = 5e-4
@@ -119,7 +119,7 @@ class TrainConfig:
     count_colour_share: float = 0.15
     groupmate_negative_share: float = 0.0  # share of absent-object questions asking about an absent group-mate
     # P(a training caption also names an absent group-mate). 0.25 rather than 0.1: at 0.1 the full run's captions
-    # hallucinated too rarely (test CHAIR_s 8.3 %, below the 10-40 % asked; DIAGNOSIS, session 14).
+    # hallucinated too rarely (test CHAIR_s 8.3 %, below the 10-40 % asked; docs/toy-recipe-history.md).
     caption_noise: float = 0.25
     held_out_scenes: int = 200
 
@@ -142,7 +142,7 @@ class TrainConfig:
 
 # Fields added after checkpoints were written with a behaviour that is no longer the default: a saved config that
 # lacks one was trained with the value here, not with today's default (RoPE base 1e4 and mimetic init on every q/k
-# row before session 9).
+# row before the RoPE change).
 _LEGACY_VALUES = {"mimetic_slow_pairs": 0}
 _LEGACY_MODEL_VALUES = {"rope_theta": 1e4}
 

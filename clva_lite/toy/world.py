@@ -68,7 +68,7 @@ SNAP_TO_PATCHES = True
 # Each category's glyph carries a surface texture: stripes at its group's angle with its own period, as real objects
 # carry local texture (fur, wheels, leaves) that a single ViT patch can see. Without it a patch inside a solid glyph
 # is one flat colour, the shape lives only in the edges, and even a tower trained with per-patch labels named the
-# category of 0.32 of the object patches (DIAGNOSIS.md, session 11).
+# category of 0.32 of the object patches (docs/toy-recipe-history.md, striped-glyph section).
 TEXTURES = True
 TEXTURE_ANGLES = tuple(np.pi * g / len(GROUPS) for g in range(len(GROUPS)))  # radians, one per group
 TEXTURE_PERIODS = (2.5, 3.5, 4.5, 6.0)  # pixels, one per member of a group
