@@ -31,8 +31,8 @@ EXPLORE_BASE = dict(train_scenes=4000, threads=1, vision_steps=800, vision_batch
                     language_batch=32, align_steps=80, align_batch=16, instruct_steps=350, instruct_batch=16,
                     held_out_scenes=100)
 
-# The decoder defaults before the RoPE change (variants F-H were trained with them): RoPE base 1e4, mimetic init on every
-# q/k row with std 0.1. Pinned here so those rows keep meaning what they meant when the defaults change.
+# The decoder defaults before the RoPE change (variants F-H were trained with them): RoPE base 1e4, mimetic init on
+# every q/k row with std 0.1. Pinned here so those rows keep meaning what they meant when the defaults change.
 _F_DECODER = {"model": {**asdict(ModelConfig()), "rope_theta": 1e4}, "mimetic_std": 0.1, "mimetic_slow_pairs": 0}
 BUNDLED = "bundled"  # `explore eval bundled`: the model in data/toy-llava, trained with the recipe defaults
 

@@ -38,7 +38,8 @@ CAPTION_REQUEST = "describe the image ."
 # No "answer :" suffix: the answer follows the question's last word, which names the object asked about. With an
 # "... in the image ? answer :" template (the first toy's) the decoder must first carry the object word to the
 # answer position, then match it against the image: a two-step circuit that sat at the yes/no marginal for 600 steps
-# even with one object per scene (docs/toy-recipe-history.md). With the object word last, one attention hop from that word answers.
+# even with one object per scene (docs/toy-recipe-history.md). With the object word last, one attention hop from
+# that word answers.
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] == 'user' %}"
     "{% for part in message['content'] %}"

@@ -9,7 +9,8 @@ resume when its checkpoint is there):
 2. **language** - LLM-like pre-training of the decoder on text only: captions on their own (the co-occurrence
    prior), scenes written as text followed by questions and answers, and scene text followed by its caption. No
    image slots. The decoder's attention starts from a mimetic initialisation (``model.mimetic_init``) and the scene
-   texts start short (``language_curriculum``): without both, "is there a X" stayed at chance (docs/toy-recipe-history.md).
+   texts start short (``language_curriculum``): without both, "is there a X" stayed at chance
+   (docs/toy-recipe-history.md).
 3. **align** - LLaVA stage 1: projector only (vision tower and decoder frozen), captioning loss on image + caption.
 4. **instruct** - LLaVA stage 2: projector + decoder (and, with ``instruct_tower_lr_scale`` > 0, the tower at a
    lower learning rate; with ``instruct_frozen_layers`` = k, decoder layers k.. only) on multi-turn conversations
@@ -58,8 +59,8 @@ class TrainConfig:
     #                            "mil": captions as "mean", a phrase scored by its best-matching patch
     vision_phrase_weight: float = 1.0
     # "mil": a phrase's image score is the mean of its k best patch scores. k = 1 (FILIP's max) trains one patch per
-    # object, and per-patch probes then find the category in about a third of the object patches (docs/toy-recipe-history.md,
-    # RoPE section); objects cover 2 x 2 to 3 x 3 patches
+    # object, and per-patch probes then find the category in about a third of the object patches
+    # (docs/toy-recipe-history.md, RoPE section); objects cover 2 x 2 to 3 x 3 patches
     vision_mil_topk: int = 1
     # the vision layer the phrase term scores (-1: the last, post-layernormed; -2: the one LLaVA reads)
     vision_phrase_layer: int = -1
