@@ -31,4 +31,5 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Folders reachable as attributes (``clva_lite.plots``...) without importing matplotlib etc. up front.
-__getattr__ = lazy_submodules(__name__, ("analysis", "attention", "eval", "models", "notebooks", "plots", "toy"))
+__getattr__ = lazy_submodules(__name__, ("analysis", "attention", "eval", "exercises", "models", "notebooks", "plots",
+                                         "toy"))

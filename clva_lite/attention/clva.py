@@ -156,6 +156,12 @@ class CLVAIntervention:
         """(batch, V): the last step's A- (``None`` when beta = 0 switched it off)."""
         return self._anchor("negative")
 
+    @property
+    def bias_row(self) -> torch.Tensor | None:
+        """(batch, V): the last step's additive bias on the deep layers' visual logits (``mode="logit"``, before any
+        ``apply_to`` head mask); ``None`` before the first deep layer ran."""
+        return None if self._bias is None else self._bias[:, 0]
+
     def _anchor(self, kind: str) -> torch.Tensor | None:
         if kind not in self._anchor_kinds:
             return None
