@@ -373,11 +373,15 @@ def test_mme_summary_scores_per_subtask():
                 answer = label if subtask == "existence" or scene else "yes"  # count: scene 0's "no" is wrong
                 records.append({"kind": subtask, "scene_index": scene, "question": f"{subtask} {label}?",
                                 "label": label, "response": answer.capitalize() + "."})
-    table = mme_summary({"vanilla": records})
+    table = mme_summary({"vanilla": records}, ci=False)
     assert table.loc["vanilla", "existence"] == 200.0
     # count: acc 5/6, acc+ 2/3 -> 83.3 + 66.7 = 150
     assert table.loc["vanilla", "count"] == pytest.approx(150.0, abs=0.1)
     assert table.loc["vanilla", "total"] == pytest.approx(350.0, abs=0.1)
+    with_ci = mme_summary({"vanilla": records})  # scene-clustered intervals, the value first
+    assert with_ci.loc["vanilla", "existence"] == "200.0 [200.0, 200.0]"
+    assert with_ci.loc["vanilla", "count"].startswith("150.0 [")
+    assert with_ci.loc["vanilla", "total"].startswith("350.0 [")
 
 
 def _deltas(rows):

@@ -51,13 +51,18 @@ def chair_summary(records: dict[str, list[dict]], metrics: Sequence[str] = ("cha
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def mme_summary(records: dict[str, list[dict]]) -> pd.DataFrame:
-    """Rows: method; columns: MME-style score per subtask (max 200) and the total (max 800 for four)."""
+def mme_summary(records: dict[str, list[dict]], *, ci: bool = True) -> pd.DataFrame:
+    """Rows: method; columns: MME-style score per subtask (max 200) and the total (max 800 for four), as
+    ``"value [low, high]"`` with a 95 % scene-clustered bootstrap CI (``ci=False``: the values alone)."""
     rows = {}
     for name, method_records in records.items():
-        scores = score_mme(method_records, ci=False)
-        rows[name] = {**{k: round(v["score"], 1) for k, v in scores["subtasks"].items()},
-                      "total": round(scores["total"], 1)}
+        scores = score_mme(method_records, ci=ci)
+        if not ci:
+            rows[name] = {**{k: round(v["score"], 1) for k, v in scores["subtasks"].items()},
+                          "total": round(scores["total"], 1)}
+            continue
+        bounds = {**{k: scores["ci"][k]["score"] for k in scores["subtasks"]}, "total": scores["ci"]["total"]}
+        rows[name] = {k: f"{b['value']:.1f} [{b['low']:.1f}, {b['high']:.1f}]" for k, b in bounds.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
