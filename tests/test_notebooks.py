@@ -138,3 +138,12 @@ def test_numbers_quoted_in_readings_come_from_this_notebooks_outputs(path: Path)
     missing = [(number, _source(c)[:60]) for c in cells if c["cell_type"] == "markdown" and READING.match(_source(c))
                for number in NUMBER.findall(_source(c)) if number not in printed]
     assert not missing, f"numbers in readings that no output of {path.name} shows: {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_readings_say_what_was_measured_instead_of_pointing_at_the_output(path: Path):
+    readings = [_source(c) for c in _load(path)["cells"] if c["cell_type"] == "markdown" and READING.match(_source(c))]
+    deferring = [r[:80] for r in readings if re.search(r"printed lines (above|say)|rather than this paragraph", r)]
+    assert not deferring, f"readings that leave the reading to the printed lines: {deferring}"
+    placeholders = [r[:80] for r in readings if re.search(r"\b[A-Z]+_[A-Z_]+\b", r)]
+    assert not placeholders, f"readings with an unfilled placeholder: {placeholders}"

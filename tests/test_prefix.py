@@ -157,3 +157,16 @@ def test_throughput_benchmark_times_three_ways_and_checks_they_agree(untrained, 
     rate = result["questions_per_second"]
     assert result["evaluator_vs_batch1_loop"] == pytest.approx(rate["evaluator"] / rate["batch1_loop"])
     assert result["prefix_passes"] >= 1
+
+
+def test_a_store_over_its_memory_bound_drops_old_prefixes_and_stays_exact(toy):
+    """With room for about two images' prefixes, a batch about four images keeps its own and drops older ones."""
+    items = question_items(pope_questions("test", 6, "adversarial"))
+    one = SharedPrefixes(toy)
+    run_items(toy, vanilla(), items[:6], max_new_tokens=3, shared_prefix=one)
+    per_image = one._bytes
+    store = SharedPrefixes(toy, max_bytes=2 * per_image)
+    small = run_items(toy, vanilla(), items, batch_size=24, max_new_tokens=3, shared_prefix=store)
+    full = run_items(toy, vanilla(), items, batch_size=24, max_new_tokens=3, shared_prefix=False)
+    assert [r["response"] for r in small] == [r["response"] for r in full]
+    assert store._bytes == 2 * per_image  # the last batch's two images; the first batch's four were dropped

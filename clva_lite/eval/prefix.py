@@ -59,6 +59,10 @@ def say_fallback_once(reason: str) -> None:
         warnings.warn(f"shared image prefix off, full prompts instead: {reason}", stacklevel=3)
 
 
+def _nbytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+
+
 class PrefixMismatch(ValueError):
     """Prompts about the same image do not share their prefix; the caller falls back to full prompts."""
 
@@ -129,17 +133,21 @@ class SharedPrefixes:
         """For each image key, the stock model's per-layer (keys, values), each (1, kv_heads, P, d), of its
         prefix; the missing ones are computed in one pass (a batch's prefixes have one length).
         ``variant``: ``("vcd", noise_step, seed)`` for VCD's noised image."""
+        wanted = {(key, variant) for key in keys}
         alike: dict[tuple, list[str]] = {}  # prefixes that batch without padding: same length and image shapes
         for key in dict.fromkeys(keys):
-            if (key, variant) not in self._caches:
+            if (key, variant) in self._caches:
+                self._caches.move_to_end((key, variant))
+            else:
                 shapes = tuple((name, tuple(value.shape)) for name, value in self._inputs[key].items())
                 alike.setdefault(shapes, []).append(key)
         for group in alike.values():
             self._compute(group, variant)
-        out = []
-        for key in keys:
-            self._caches.move_to_end((key, variant))
-            out.append(self._caches[(key, variant)])
+        out = [self._caches[(key, variant)] for key in keys]
+        for old in [k for k in self._caches if k not in wanted]:  # least recently used first, never this batch's
+            if self._bytes <= self.max_bytes:
+                break
+            self._bytes -= _nbytes(self._caches.pop(old))
         return out
 
     def _compute(self, keys: list[str], variant: tuple) -> None:
@@ -157,10 +165,7 @@ class SharedPrefixes:
         for row, key in enumerate(keys):
             layers = [(layer.keys[row:row + 1].clone(), layer.values[row:row + 1].clone()) for layer in cache.layers]
             self._caches[(key, variant)] = layers
-            self._bytes += sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
-        while self._bytes > self.max_bytes and len(self._caches) > len(keys):
-            _, dropped = self._caches.popitem(last=False)
-            self._bytes -= sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in dropped)
+            self._bytes += _nbytes(layers)
 
     def batch_cache(self, keys: Sequence[str], variant: tuple = (), room: int = 0):
         """A fresh ``DynamicCache`` whose row r holds the prefix of image ``keys[r]``, copied into buffers with
