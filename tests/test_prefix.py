@@ -170,3 +170,12 @@ def test_a_store_over_its_memory_bound_drops_old_prefixes_and_stays_exact(toy):
     full = run_items(toy, vanilla(), items, batch_size=24, max_new_tokens=3, shared_prefix=False)
     assert [r["response"] for r in small] == [r["response"] for r in full]
     assert store._bytes == 2 * per_image  # the last batch's two images; the first batch's four were dropped
+
+
+def test_stopping_at_the_first_sentence_keeps_the_toys_answers(toy):
+    """POPE reads the first sentence; the toy's answers are "yes ." / "no .", so stopping there changes no record."""
+    items = question_items(pope_questions("test", 3, "adversarial"))
+    stopped = run_items(toy, vanilla(), items, batch_size=32, max_new_tokens=3, stop_at_sentence_end=True)
+    whole = run_items(toy, vanilla(), items, batch_size=32, max_new_tokens=3)
+    assert [r["response"] for r in stopped] == [r["response"] for r in whole]
+    assert {r["response"] for r in stopped} <= {"yes .", "no ."}

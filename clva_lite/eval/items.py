@@ -16,7 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..models.prompts import decode_new_tokens
 from ..progress import tqdm
@@ -175,15 +177,32 @@ def _batches(loaded, items: Sequence[Item], batch_size: int, store: SharedPrefix
     return [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)], None
 
 
+class SentenceEnd(StoppingCriteria):
+    """Stops each row once it has generated a sentence-ending token: POPE's answer rule reads the first sentence only,
+    so a yes/no answer is decided there (the record keeps that sentence, e.g. "yes ." or "Yes, there is a dog.")."""
+
+    def __init__(self, loaded, prompt_length: int):
+        tokenizer = loaded.processor.tokenizer
+        self.ends = torch.tensor(sorted({i for text in (".", " .") for i in tokenizer(text, add_special_tokens=False)
+                                         .input_ids[-1:]}))
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        if input_ids.shape[1] <= self.prompt_length:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return torch.isin(input_ids[:, -1], self.ends.to(input_ids.device))
+
+
 def run_items(loaded, method: Method, items: Sequence[Item], *, batch_size: int = 32, max_new_tokens: int = 4,
               records_path: str | Path | None = None, desc: str | None = None,
-              shared_prefix: bool | SharedPrefixes = True) -> list[dict]:
+              shared_prefix: bool | SharedPrefixes = True, stop_at_sentence_end: bool = False) -> list[dict]:
     """Answer every item with ``method``; returns records in ``items`` order.
 
     With ``records_path``, records already there (same id) are reused and new ones appended as produced.
     ``shared_prefix``: questions about one image continue one cached image prefix (:mod:`clva_lite.eval.prefix`;
     the same answers as full prompts, several times faster); ``False`` prefills every full prompt, as
-    ``model.generate`` on the processor's batch does.
+    ``model.generate`` on the processor's batch does. ``stop_at_sentence_end``: for yes/no items, a row stops at
+    the end of its first sentence (:class:`SentenceEnd`), all POPE's answer rule reads.
     """
     path = Path(records_path) if records_path is not None else None
     done = _read_records(path) if path is not None else {}
@@ -198,7 +217,10 @@ def run_items(loaded, method: Method, items: Sequence[Item], *, batch_size: int 
             shared = store.batch(batch) if store is not None else None
             inputs = shared.inputs if shared is not None else loaded.inputs([item.image() for item in batch],
                                                                             [item.question for item in batch])
-            output = method.generate(loaded, inputs, shared=shared, max_new_tokens=max_new_tokens)
+            extra = {}
+            if stop_at_sentence_end:
+                extra["stopping_criteria"] = StoppingCriteriaList([SentenceEnd(loaded, inputs["input_ids"].shape[1])])
+            output = method.generate(loaded, inputs, shared=shared, max_new_tokens=max_new_tokens, **extra)
             for item, response in zip(batch, decode_new_tokens(loaded, inputs, output)):
                 record = {"id": item.item_id, "method": method.name, "question": item.question,
                           "response": response, **item.meta}

@@ -82,7 +82,7 @@ def run_demo(out: str | Path = "runs/demo", n_scenes: int | None = None) -> dict
         records[method.name] = {
             "pope": run_items(loaded, method, pope_items, batch_size=BATCH_SIZE, max_new_tokens=3,
                               records_path=out / "records" / f"{method.name}.jsonl", desc=f"{method.name} POPE",
-                              shared_prefix=store or False),
+                              shared_prefix=store or False, stop_at_sentence_end=True),
             "chair": run_items(loaded, method, captions, batch_size=BATCH_SIZE, max_new_tokens=24,
                                records_path=out / "records" / f"{method.name}.jsonl",
                                desc=f"{method.name} captions", shared_prefix=store or False),
@@ -90,7 +90,7 @@ def run_demo(out: str | Path = "runs/demo", n_scenes: int | None = None) -> dict
 
     phase("test_runs")
     inputs = loaded.inputs([generate_scenes(Split.CALIBRATION, 1)[0].image()], ["describe the image ."])
-    overhead = benchmark(loaded, inputs, default_methods(loaded, heads), new_tokens=16, repeats=3)
+    overhead = benchmark(loaded, inputs, default_methods(loaded, heads), new_tokens=16, repeats=2)
     phase("overhead")
 
     table = {}

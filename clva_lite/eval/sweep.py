@@ -45,7 +45,7 @@ def sweep_weights(loaded, heads: HeadClasses, items: Sequence[Item], alphas: Seq
         config = CLVAConfig(**{**base.__dict__, "alpha": float(alphas[i]), "beta": float(betas[j])})
         records = run_items(loaded, clva_method(config, heads), items, batch_size=batch_size,
                             max_new_tokens=max_new_tokens, desc=f"alpha={alphas[i]:g} beta={betas[j]:g}",
-                            shared_prefix=store or False)
+                            shared_prefix=store or False, stop_at_sentence_end=benchmark == "pope")
         if benchmark == "chair":
             records = with_chair_counts(records)
         values[i, j] = score(records)
