@@ -72,10 +72,10 @@ def _mean(values: np.ndarray) -> np.ndarray:
     return np.stack([values, np.ones_like(values)], 1)
 
 
-def _attention_and_margins(loaded, images: list, questions: list[str], batch_size: int = 32, desc: str = "prompts"
+def attention_and_margins(loaded, images: list, questions: list[str], batch_size: int = 32, desc: str = "prompts"
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward pass per batch: last-prompt-token visual attention (N, L, H, V), group shares (N, L, H, 4) and
-    the logit lens's yes - no margin per layer (N, L)."""
+    """One forward pass per batch for both the attention and the lens: last-prompt-token visual attention
+    (N, L, H, V), group shares (N, L, H, 4) and the logit lens's yes - no margin per layer (N, L), on the CPU."""
     model = unwrap(loaded)
     norm, head = model.get_decoder().norm, model.get_output_embeddings()
     yes, no = (_answer_token(loaded.processor.tokenizer, w) for w in ("yes", "no"))
@@ -125,7 +125,7 @@ def premise_report(loaded, head_images: list, head_questions: list[str], pope_it
         rows.append({"link": link, "statistic": statistic, **result, "tested": tested})
 
     # Head classes and P1, P2 on the head prompts.
-    visual, shares, _ = _attention_and_margins(loaded, head_images, head_questions, desc="head prompts")
+    visual, shares, _ = attention_and_margins(loaded, head_images, head_questions, desc="head prompts")
     heads = fit_head_classes(shares, visual=visual, split="calibration")
     correlations = anchor_correlations(visual, heads, bands["early"], bands["intermediate"])["early_insensitive"]
     deep_r, mid_r = correlations[:, bands["deep"]].mean(1).numpy(), correlations[:, bands["intermediate"]].mean(1)
@@ -144,7 +144,7 @@ def premise_report(loaded, head_images: list, head_questions: list[str], pope_it
         skipped["P2"] = "no object masks (they exist for the toy only)"
 
     # P3, P4 on the POPE questions.
-    pope_visual, _, margins = _attention_and_margins(
+    pope_visual, _, margins = attention_and_margins(
         loaded, [item.image() for item in pope_items], [item.question for item in pope_items], desc="POPE questions")
     scenes = [item.meta["scene_index"] for item in pope_items]
     settled_early = (settled_layer(margins) < first_deep).numpy().astype(float)
