@@ -2,7 +2,7 @@
 
 It evaluates the model on the **test** split with the project's runners and metrics (vanilla greedy decoding),
 writes the per-item records (``card_records.jsonl``) and the numbers (``card_metrics.json``) next to the weights,
-and renders ``README.md`` from them, with the targets of the toy-model issue checked.
+and renders ``README.md`` from them, with the toy's targets (``TARGETS``) checked.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .world import (
     Split,
 )
 
-# the toy-v2 issue's targets: POPE-random accuracy, random minus adversarial accuracy, CHAIR_s range
+# the toy's targets: POPE-random accuracy, random minus adversarial accuracy, CHAIR_s range
 TARGETS = {
     "pope_random_accuracy_min": 0.88,
     "adversarial_gap_min": 0.08,
