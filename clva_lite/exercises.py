@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 SOLUTIONS_ENV = "CLVA_LITE_SOLUTIONS"
@@ -89,11 +88,9 @@ def _clva_bias(answer, *, loaded, inputs, heads, config, **_) -> str:
 
 
 def _lowest_chair(answer, *, chair, **_) -> str:
-    values = np.asarray(chair["values"])
-    a, b = np.unravel_index(np.argmin(values), values.shape)
-    expected = (chair["alphas"][a], chair["betas"][b])
-    assert tuple(answer) == tuple(expected), f"got {tuple(answer)}; look for the smallest CHAIR_s, not the largest"
-    return f"lowest CHAIR_s at alpha, beta = {expected} (sweep_weights chose {chair['best']})"
+    expected = tuple(chair["best"])  # sweep_weights keeps the lowest cell for CHAIR metrics
+    assert tuple(answer) == expected, f"got {tuple(answer)}; look for the smallest CHAIR_s, not the largest"
+    return f"lowest CHAIR_s at alpha, beta = {expected}, the cell sweep_weights chose"
 
 
 def _yes_ratio(answer, *, records, **_) -> str:

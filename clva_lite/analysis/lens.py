@@ -33,20 +33,24 @@ def yes_no_margins(loaded, images: list, questions: list[str], *, words: tuple[s
         raise ValueError(f"{len(images)} images for {len(questions)} questions; pass one image per question")
     model = unwrap(loaded)
     decoder = model.get_decoder()
-    norm = getattr(decoder, "norm", None)
-    if norm is None:
+    if getattr(decoder, "norm", None) is None:
         raise ValueError(f"{type(decoder).__name__} has no final `norm`; the logit lens needs the decoder's last norm")
-    head = model.get_output_embeddings()
-    first, second = (_answer_token(loaded.processor.tokenizer, w) for w in words)
+    tokens = tuple(_answer_token(loaded.processor.tokenizer, w) for w in words)
     rows = []
     with torch.no_grad():
         for start in tqdm(range(0, len(questions), batch_size), desc=desc):
             batch = loaded.inputs(images[start:start + batch_size], questions[start:start + batch_size])
-            out = model(**batch, output_hidden_states=True)
-            # hidden_states: the embeddings, then one per layer; the last one already went through the final norm
-            layers = [head(norm(h[:, -1])) for h in out.hidden_states[1:-1]] + [out.logits[:, -1]]
-            rows.append(torch.stack([logits[:, first] - logits[:, second] for logits in layers], 1).float().cpu())
+            rows.append(layer_margins(model, model(**batch, output_hidden_states=True), tokens))
     return torch.cat(rows)
+
+
+def layer_margins(model, out, tokens: tuple[int, int]) -> torch.Tensor:
+    """(batch, L) float32 on the CPU: ``logit(tokens[0]) - logit(tokens[1])`` at the last position after each decoder
+    layer, from a forward output with ``hidden_states`` (the last column is the model's own logits)."""
+    norm, head = model.get_decoder().norm, model.get_output_embeddings()
+    # hidden_states: the embeddings, then one per layer; the last one already went through the final norm
+    layers = [head(norm(h[:, -1])) for h in out.hidden_states[1:-1]] + [out.logits[:, -1]]
+    return torch.stack([logits[:, tokens[0]] - logits[:, tokens[1]] for logits in layers], 1).float().cpu()
 
 
 def _agrees(margins: torch.Tensor) -> torch.Tensor:

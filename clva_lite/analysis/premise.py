@@ -34,7 +34,7 @@ from ..eval.benchmarks import bootstrap_counts, holm, parse_pope_answer
 from ..progress import tqdm
 from .anchors import anchor_correlations
 from .grounding import on_object_share
-from .lens import _answer_token, settled_layer
+from .lens import _answer_token, layer_margins, settled_layer
 
 LINKS = {
     "P1": "deep attention drifts toward A- more than intermediate attention does",
@@ -77,8 +77,7 @@ def attention_and_margins(loaded, images: list, questions: list[str], batch_size
     """One forward pass per batch for both the attention and the lens: last-prompt-token visual attention
     (N, L, H, V), group shares (N, L, H, 4) and the logit lens's yes - no margin per layer (N, L), on the CPU."""
     model = unwrap(loaded)
-    norm, head = model.get_decoder().norm, model.get_output_embeddings()
-    yes, no = (_answer_token(loaded.processor.tokenizer, w) for w in ("yes", "no"))
+    tokens = tuple(_answer_token(loaded.processor.tokenizer, w) for w in ("yes", "no"))
     visual, shares, margins = [], [], []
     for start in tqdm(range(0, len(questions), batch_size), desc=desc):
         inputs = loaded.inputs(images[start:start + batch_size], questions[start:start + batch_size])
@@ -86,8 +85,7 @@ def attention_and_margins(loaded, images: list, questions: list[str], batch_size
             out = model(**inputs, output_hidden_states=True)
         visual.append(record.visual[0].float().cpu())
         shares.append(record.shares[0].float().cpu())
-        layers = [head(norm(h[:, -1])) for h in out.hidden_states[1:-1]] + [out.logits[:, -1]]
-        margins.append(torch.stack([x[:, yes] - x[:, no] for x in layers], 1).float().cpu())
+        margins.append(layer_margins(model, out, tokens))
     return torch.cat(visual), torch.cat(shares), torch.cat(margins)
 
 
