@@ -494,6 +494,14 @@ def test_metric_curves_and_delta_forest(close_figures):
     table = pd.DataFrame({"alpha": [0.0, 1.0, 2.0], "f1": [0.8, 0.82, 0.81], "chair_s": [0.3, 0.25, 0.2]})
     fig = plots.metric_curves(table, "alpha", ["f1", "chair_s"], title="sweep")
     assert isinstance(fig, Figure) and [ax.get_title() for ax in fig.axes] == ["f1", "chair_s"]
+    # the reference row is drawn in every panel, and one item's size bounds how much the y-axis may zoom in
+    table.index = ["vanilla", "a1", "a2"]
+    fig = plots.metric_curves(table, "alpha", ["f1", "chair_s"], reference="vanilla", steps={"f1": 0.01})
+    f1_axis, chair_axis = fig.axes
+    assert [line.get_ydata()[0] for line in f1_axis.lines if line.get_linestyle() == "--"] == [0.8]
+    low, high = f1_axis.get_ylim()
+    assert high - low >= 6 * 0.01 and low <= 0.8 and high >= 0.82
+    assert chair_axis.get_ylim()[1] - chair_axis.get_ylim()[0] < 0.2  # no step given: matplotlib's own limits
     deltas = _deltas([("CLVA", "Δ f1 random", 2.0, 0.5, 3.5, 0.01), ("PAI", "Δ f1 random", -1.0, -2.0, 0.5, 0.3),
                       ("CLVA", "Δ chair_s", -5.0, -8.0, -2.0, 0.001)])
     fig = plots.delta_forest(deltas)
@@ -532,3 +540,14 @@ def test_plots_are_imported_only_when_asked_for():
 def test_pearson_of_anchor_equals_one():  # sanity check of the helper the anchors rely on
     x = torch.rand(3, 16)
     assert torch.allclose(pearson(x, 2 * x + 1), torch.ones(3), atol=1e-6)
+
+
+def test_one_item_steps_are_what_one_answer_or_caption_moves():
+    from clva_lite.eval.ablation import one_item_steps
+
+    # 10 answers: TP 4, FP 2, FN 1, TN 3 -> F1 = 8 / 11; turning one FP into a TN gives 8 / 10
+    pope = pd.DataFrame({"n": [10], "yes_ratio": [0.6], "fp": [2], "recall": [0.8], "f1": [8 / 11]},
+                        index=["vanilla"])
+    steps = one_item_steps(pope, pd.DataFrame({"n": [40]}, index=["vanilla"]))
+    assert abs(steps["f1"] - (0.8 - 8 / 11)) < 0.01
+    assert steps["yes_ratio"] == 0.1 and steps["fp"] == 1.0 and steps["chair_s"] == 1 / 40

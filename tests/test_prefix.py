@@ -179,3 +179,22 @@ def test_stopping_at_the_first_sentence_keeps_the_toys_answers(toy):
     whole = run_items(toy, vanilla(), items, batch_size=32, max_new_tokens=3)
     assert [r["response"] for r in stopped] == [r["response"] for r in whole]
     assert {r["response"] for r in stopped} <= {"yes .", "no ."}
+
+
+def test_attention_and_the_lens_read_from_shared_prefixes_equal_the_full_prompts(toy):
+    from clva_lite.analysis.premise import attention_and_margins
+
+    items = question_items(pope_questions("calibration", 4, "adversarial"))
+    images = {i: generate_scene("calibration", i).image() for i in range(4)}
+    pictures = [images[item.meta["scene_index"]] for item in items]
+    questions = [item.question for item in items]
+    store = SharedPrefixes(toy)
+    shared = attention_and_margins(toy, pictures, questions, batch_size=5, shared_prefix=store)
+    full = attention_and_margins(toy, pictures, questions, batch_size=5, shared_prefix=False)
+    assert store.prefills >= 1 and len(store._caches) == len(images)  # one prefix per picture, not per question
+    for a, b in zip(shared, full):
+        assert a.shape == b.shape and a.shape[0] == len(questions)
+        assert torch.allclose(a, b, atol=1e-4)
+    # the rows come back in the questions' order, not in the batches' (grouped by image and length)
+    one = attention_and_margins(toy, pictures[7:8], questions[7:8], shared_prefix=False)
+    assert torch.allclose(one[2], full[2][7:8], atol=1e-4)

@@ -13,7 +13,6 @@ import pandas as pd
 import torch
 
 from ..attention.capture import unwrap
-from ..progress import tqdm
 
 
 def _answer_token(tokenizer, word: str) -> int:
@@ -28,7 +27,12 @@ def yes_no_margins(loaded, images: list, questions: list[str], *, words: tuple[s
                    batch_size: int = 32, desc: str = "logit lens") -> torch.Tensor:
     """(N, L) float32: for each prompt and decoder layer, ``logit(words[0]) - logit(words[1])`` at the last prompt
     position when that layer's output goes through the final norm and the head. The last column is the model's own
-    margin (its logits). Positive means the layer leans to ``words[0]``."""
+    margin (its logits). Positive means the layer leans to ``words[0]``. Questions about the same picture share its
+    image prefix (:func:`~clva_lite.eval.prefix.forward_prompts`)."""
+    from ..eval.prefix import forward_prompts
+
+    if not questions:
+        raise ValueError("no prompts given; pass at least one image and question")
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images for {len(questions)} questions; pass one image per question")
     model = unwrap(loaded)
@@ -36,14 +40,15 @@ def yes_no_margins(loaded, images: list, questions: list[str], *, words: tuple[s
     if getattr(decoder, "norm", None) is None:
         raise ValueError(f"{type(decoder).__name__} has no final `norm`; the logit lens needs the decoder's last norm")
     tokens = tuple(_answer_token(loaded.processor.tokenizer, w) for w in words)
-    rows = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(questions), batch_size), desc=desc):
-            batch = loaded.inputs(images[start:start + batch_size], questions[start:start + batch_size])
-            rows.append(layer_margins(model, model(**batch, output_hidden_states=True), tokens))
-    return torch.cat(rows)
+    margins = [None] * len(questions)
+    for rows, out, _ in forward_prompts(loaded, images, questions, batch_size=batch_size, desc=desc,
+                                        output_hidden_states=True):
+        for k, row in zip(rows, layer_margins(model, out, tokens)):
+            margins[k] = row
+    return torch.stack(margins)
 
 
+@torch.no_grad()
 def layer_margins(model, out, tokens: tuple[int, int]) -> torch.Tensor:
     """(batch, L) float32 on the CPU: ``logit(tokens[0]) - logit(tokens[1])`` at the last position after each decoder
     layer, from a forward output with ``hidden_states`` (the last column is the model's own logits)."""

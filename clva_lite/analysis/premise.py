@@ -27,11 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attention.capture import capture, unwrap
+from ..attention.capture import unwrap
 from ..attention.clva import CLVAConfig
 from ..attention.heads import fit_head_classes
 from ..eval.benchmarks import bootstrap_counts, holm, parse_pope_answer
-from ..progress import tqdm
 from .anchors import anchor_correlations
 from .grounding import on_object_share
 from .lens import _answer_token, layer_margins, settled_layer
@@ -72,21 +71,25 @@ def _mean(values: np.ndarray) -> np.ndarray:
     return np.stack([values, np.ones_like(values)], 1)
 
 
-def attention_and_margins(loaded, images: list, questions: list[str], batch_size: int = 32, desc: str = "prompts"
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def attention_and_margins(loaded, images: list, questions: list[str], batch_size: int = 32, desc: str = "prompts",
+                          shared_prefix=True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward pass per batch for both the attention and the lens: last-prompt-token visual attention
-    (N, L, H, V), group shares (N, L, H, 4) and the logit lens's yes - no margin per layer (N, L), on the CPU."""
+    (N, L, H, V), group shares (N, L, H, 4) and the logit lens's yes - no margin per layer (N, L), on the CPU.
+    Questions about the same picture share its image prefix (:func:`~clva_lite.eval.prefix.forward_prompts`)."""
+    from ..eval.prefix import forward_prompts
+
+    if not questions:
+        raise ValueError("no prompts given; pass at least one image and question")
     model = unwrap(loaded)
     tokens = tuple(_answer_token(loaded.processor.tokenizer, w) for w in ("yes", "no"))
-    visual, shares, margins = [], [], []
-    for start in tqdm(range(0, len(questions), batch_size), desc=desc):
-        inputs = loaded.inputs(images[start:start + batch_size], questions[start:start + batch_size])
-        with torch.no_grad(), capture(loaded, inputs) as record:
-            out = model(**inputs, output_hidden_states=True)
-        visual.append(record.visual[0].float().cpu())
-        shares.append(record.shares[0].float().cpu())
-        margins.append(layer_margins(model, out, tokens))
-    return torch.cat(visual), torch.cat(shares), torch.cat(margins)
+    visual, shares, margins = [None] * len(questions), [None] * len(questions), [None] * len(questions)
+    for rows, out, record in forward_prompts(loaded, images, questions, batch_size=batch_size, desc=desc,
+                                             record=True, shared_prefix=shared_prefix, output_hidden_states=True):
+        batch_visual, batch_shares = record.visual[0].float().cpu(), record.shares[0].float().cpu()
+        batch_margins = layer_margins(model, out, tokens)
+        for r, k in enumerate(rows):
+            visual[k], shares[k], margins[k] = batch_visual[r], batch_shares[r], batch_margins[r]
+    return torch.stack(visual), torch.stack(shares), torch.stack(margins)
 
 
 def premise_report(loaded, head_images: list, head_questions: list[str], pope_items: Sequence, *,

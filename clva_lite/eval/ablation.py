@@ -46,6 +46,25 @@ def caption_table(loaded, methods: Sequence[Method], items: Sequence[Item], *, b
     return pd.DataFrame(rows).set_index("method")
 
 
+def one_item_steps(pope: pd.DataFrame | None = None, captions: pd.DataFrame | None = None,
+                   row: str = "vanilla") -> dict[str, float]:
+    """How much one item moves each metric at ``row`` of a :func:`pope_table` / :func:`caption_table`: one answer
+    (F1, accuracy, yes-ratio, ``fp``) and one caption (CHAIR_s), for :func:`~clva_lite.plots.metric_curves`."""
+    steps: dict[str, float] = {}
+    if pope is not None:
+        r = pope.loc[row]
+        n = float(r["n"])
+        true_yes = r["yes_ratio"] * n - r["fp"]  # TP
+        positives = true_yes / r["recall"] if r["recall"] > 0 else 0.0  # TP + FN
+        denominator = true_yes + r["fp"] + positives  # 2 TP + FP + FN
+        # one answer changes F1 = 2TP / (2TP + FP + FN) by about F1 / (2TP + FP + FN) (an FP turned TN, an FN TP...)
+        steps.update({"f1": float(r["f1"] / denominator) if denominator else 0.0, "accuracy": 1 / n,
+                      "yes_ratio": 1 / n, "fp": 1.0})
+    if captions is not None:
+        steps["chair_s"] = 1 / float(captions.loc[row, "n"])
+    return steps
+
+
 def attention_with(loaded, images: list, questions: list[str], config: CLVAConfig | None = None,
                    heads: HeadClasses | None = None, *, batch_size: int = 16) -> torch.Tensor:
     """(N, L, H, V) visual attention of each prompt's last token, stock (``config=None``) or under CLVA.

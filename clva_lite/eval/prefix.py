@@ -296,17 +296,19 @@ class SharedPrefixBatch:
             kwargs["logits_processor"] = processors
         return model.generate(**self.inputs, **kwargs)
 
-    def continue_prompt(self, model, cache):
+    def continue_prompt(self, model, cache, **kwargs):
         """One forward over the text tokens after ``cache`` (a contrastive pass's first step); returns the output."""
         ids = self.inputs["input_ids"]
         positions = torch.arange(self.prefix_length, ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         return model(input_ids=ids[:, self.prefix_length:], attention_mask=self.inputs["attention_mask"],
-                     position_ids=positions, use_cache=True, **{_cache_argument(model): cache})
+                     position_ids=positions, use_cache=True, **{_cache_argument(model): cache}, **kwargs)
 
 
 def image_key(item) -> str:
-    """Which image an item asks about: its file, or its toy scene."""
+    """Which image an item asks about: its ``image_key`` when given, its file, or its toy scene."""
     meta = item.meta
+    if "image_key" in meta:
+        return meta["image_key"]
     if "image_path" in meta:
         return f"file:{meta['image_path']}"
     return f"toy:{meta['split']}:{meta['scene_index']}"
@@ -319,3 +321,64 @@ def exact_settings(kwargs: dict) -> str | None:
     if int(kwargs.get("num_return_sequences", 1) or 1) > 1:
         return "several sequences per prompt"
     return None
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    item_id: str
+    question: str
+    meta: dict
+
+
+def forward_prompts(loaded, images: Sequence, questions: Sequence[str], *, batch_size: int = 32,
+                    desc: str = "prompts", record: bool = False, shared_prefix: bool | SharedPrefixes = True,
+                    **kwargs):
+    """One forward pass over every prompt, in batches: yields ``(rows, output, attention_record)`` where ``rows``
+    indexes ``questions`` and the output's last position is each prompt's last token (``attention_record``: a
+    :func:`~clva_lite.attention.capture.capture` record of the pass with ``record``, else ``None``).
+
+    Questions about the same picture (same pixels) continue one cached image prefix, as the evaluator does: the
+    outputs at the last position and the captured attention are the full prompt's (fp32 reduction noise aside).
+    Families the prefix cannot serve exactly run full prompts (said once); ``shared_prefix=False`` always does.
+    ``kwargs`` go to the model (e.g. ``output_hidden_states=True``)."""
+    import hashlib
+    from contextlib import nullcontext
+
+    from ..attention.capture import capture
+    from ..progress import tqdm
+    from .items import shared_prefixes
+
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images for {len(questions)} questions; pass one image per question")
+    model = unwrap(loaded)
+    store = shared_prefixes(loaded, shared_prefix) if len(questions) else None
+    batches = None
+    if store is not None:
+        keys, pictures, prompts = {}, {}, []
+        for k, (image, question) in enumerate(zip(images, questions)):
+            if id(image) not in keys:
+                digest = hashlib.sha1(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
+                keys[id(image)] = f"pixels:{digest}"
+                pictures.setdefault(keys[id(image)], image)
+            prompts.append(_Prompt(str(k), question, {"image_key": keys[id(image)]}))
+        try:
+            store.encode(prompts, pictures)
+            batches = store.batches(prompts, batch_size)
+        except PrefixMismatch as error:
+            say_fallback_once(str(error))
+            store = None
+    if batches is None:
+        batches = [list(range(i, min(i + batch_size, len(questions)))) for i in range(0, len(questions), batch_size)]
+    for batch in tqdm(batches, desc=desc):
+        if store is not None:
+            shared = store.batch(batch)
+            shared.room = shared.inputs["input_ids"].shape[1] - shared.prefix_length
+            with torch.no_grad(), (capture(loaded, shared.inputs) if record else nullcontext()) as rec:
+                begin_prompt(model, shared.span)
+                out = shared.continue_prompt(model, shared.cache(), **kwargs)
+            yield [int(prompt.item_id) for prompt in batch], out, rec
+        else:
+            inputs = loaded.inputs([images[k] for k in batch], [questions[k] for k in batch])
+            with torch.no_grad(), (capture(loaded, inputs) if record else nullcontext()) as rec:
+                out = model(**inputs, **kwargs)
+            yield batch, out, rec

@@ -272,12 +272,30 @@ def head_class_map(classes, bands: dict[str, list[int]], title: str = "Head clas
     return fig
 
 
-def metric_curves(table, x: str, metrics, *, title: str = "", xlabel: str | None = None):
-    """Line plot of some columns of a DataFrame against column ``x`` (one panel per metric)."""
+def metric_curves(table, x: str, metrics, *, title: str = "", xlabel: str | None = None, reference: str | None = None,
+                  steps: dict[str, float] | None = None, min_steps: int = 6):
+    """Line plot of some columns of a DataFrame against column ``x`` (one panel per metric).
+
+    ``reference``: the index label of a row drawn as a dashed line in every panel (e.g. ``"vanilla"``).
+    ``steps``: per metric, how much one item (one answer, one caption) moves it; it is drawn as a bar at the right
+    edge, and the y-axis spans at least ``min_steps`` of them, so that a change of one answer does not fill the panel.
+    """
     metrics = list(metrics)
+    steps = steps or {}
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 2.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         ax.plot(table[x], table[metric], marker="o")
+        if reference is not None:
+            ax.axhline(table.loc[reference, metric], color="gray", ls="--", lw=0.9, label=str(reference))
+            ax.legend(fontsize=7, loc="upper left")
+        step = steps.get(metric)
+        if step:
+            low, high = float(table[metric].min()), float(table[metric].max())
+            centre, half = (low + high) / 2, max(high - low, min_steps * step) / 2 * 1.15
+            ax.set_ylim(centre - half, centre + half)
+            right = float(table[x].max()) + 0.04 * (float(table[x].max()) - float(table[x].min()) or 1.0)
+            ax.errorbar([right], [centre], yerr=[[0.0], [step]], color="black", capsize=3, lw=1.2)
+            ax.annotate("one item", (right, centre + step), fontsize=7, ha="right", va="bottom")
         ax.set_xlabel(xlabel or x)
         ax.set_title(metric, fontsize=9)
     if title:
