@@ -30,13 +30,18 @@ demo: setup
 	$(PY) -m clva_lite demo
 
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
-# Seconds per notebook cell. nbmake's default (300) is too short on a 2-core CPU for the calibration grid that
-# notebooks 03-05 share (toy_calibration_choice: over 5 minutes on one thread, then cached for the others).
+# Seconds per notebook cell: nbmake's default (300) is tight for a slow or busy CPU; the longest cell, the
+# calibration grid notebooks 03-05 share (toy_calibration_choice), takes about a minute on one 2-core thread.
 NOTEBOOK_CELL_TIMEOUT ?= 1200
+
+# Parallel test workers (pytest-xdist), one thread each; "auto" is one per core. The notebooks go first so that the
+# longest items do not start last.
+TEST_WORKERS ?= auto
 
 # CLVA_LITE_SOLUTIONS=1: an exercise left open is answered by its reference solution (clva_lite/exercises.py)
 test: setup
-	CLVA_LITE_SOLUTIONS=1 $(PY) -m pytest -q tests $(NOTEBOOKS) --nbmake --nbmake-timeout=$(NOTEBOOK_CELL_TIMEOUT)
+	CLVA_LITE_SOLUTIONS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) $(NOTEBOOKS) tests --nbmake \
+		--nbmake-timeout=$(NOTEBOOK_CELL_TIMEOUT)
 
 notebooks: setup
 	$(PY) -m clva_lite.notebooks execute notebooks

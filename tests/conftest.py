@@ -2,6 +2,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network; unknown hub ids fail fast
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n: one thread per worker (and per process a test starts), or the workers' thread pools fight over the
+    # cores and every test runs several times slower
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -10,6 +14,8 @@ import clva_lite  # noqa: E402
 from clva_lite.models.tiny import TINY_KINDS, save_tiny_model  # noqa: E402
 
 torch.set_grad_enabled(False)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,28 @@ def test_choose_on_calibration_takes_the_best_cell_and_shares_the_stock_point(un
     assert choice["split"] == "calibration" and "ties go to the earlier criterion" in choice["rule"]
 
 
+def test_cells_whose_anchors_in_use_match_run_once_and_equal_a_fresh_run(untrained, monkeypatch):
+    import clva_lite.eval.sweep as sweep_module
+
+    real_sweep, calls = sweep_module.sweep_weights, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[3:5])
+        return real_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "sweep_weights", counted)
+    share = torch.rand(untrained.num_layers, untrained.num_heads, generator=torch.Generator().manual_seed(3))
+    heads = HeadClasses(share, focus=share.clone())  # every criterion ranks the heads alike
+    items = question_items(pope_questions("calibration", 2, "adversarial"))
+    choice = choose_on_calibration(untrained, heads, items, alphas=(0.0, 2.0), betas=(0.0, 2.0))
+    assert len(calls) == 4  # one run per (alpha, beta), shared by the three criteria
+    assert np.all(choice["values"] == choice["values"][:1])
+    for i, alpha in enumerate((0.0, 2.0)):
+        for j, beta in enumerate((0.0, 2.0)):
+            fresh = real_sweep(untrained, heads.with_criterion("focus"), items, [alpha], [beta])["values"][0, 0]
+            assert choice["values"][1, i, j] == fresh
+
+
 def test_choose_on_calibration_refuses_the_test_split(untrained):
     heads = HeadClasses(torch.rand(untrained.num_layers, untrained.num_heads),
                         focus=torch.rand(untrained.num_layers, untrained.num_heads))

@@ -29,10 +29,9 @@ from .methods import Method
 from .prefix import (
     PrefixMismatch,
     SharedPrefixes,
-    exact_settings,
     image_key,
     say_fallback_once,
-    shared_prefix_unsupported,
+    shared_prefixes,
 )
 
 IMAGE_HINT = ("check --image-dir (for COCO POPE files: the COCO val2014 images, e.g. "
@@ -146,19 +145,6 @@ def _read_records(path: Path) -> dict[str, dict]:
             raise ValueError(f"{path}:{number}: not valid JSON ({error.msg}); delete the line or the file") from None
         records[record["id"]] = record
     return records
-
-
-def shared_prefixes(loaded, shared_prefix: bool | SharedPrefixes, **generate_kwargs) -> SharedPrefixes | None:
-    """The store to use (``None``: full prompts). ``True`` makes one when the model and settings allow it exactly,
-    and says once why not otherwise; a :class:`SharedPrefixes` is used as it is (keep one across runs over the
-    same items, e.g. a grid)."""
-    if shared_prefix is False or shared_prefix is None:
-        return None
-    reason = shared_prefix_unsupported(loaded) or exact_settings(generate_kwargs)
-    if reason is not None:
-        say_fallback_once(reason)
-        return None
-    return shared_prefix if isinstance(shared_prefix, SharedPrefixes) else SharedPrefixes(loaded)
 
 
 def _batches(loaded, items: Sequence[Item], batch_size: int, store: SharedPrefixes | None) -> tuple[list, object]:

@@ -323,6 +323,19 @@ def exact_settings(kwargs: dict) -> str | None:
     return None
 
 
+def shared_prefixes(loaded, shared_prefix: bool | SharedPrefixes, **generate_kwargs) -> SharedPrefixes | None:
+    """The store to use (``None``: full prompts). ``True`` makes one when the model and settings allow it exactly,
+    and says once why not otherwise; a :class:`SharedPrefixes` is used as it is (keep one across runs over the
+    same items, e.g. a grid)."""
+    if shared_prefix is False or shared_prefix is None:
+        return None
+    reason = shared_prefix_unsupported(loaded) or exact_settings(generate_kwargs)
+    if reason is not None:
+        say_fallback_once(reason)
+        return None
+    return shared_prefix if isinstance(shared_prefix, SharedPrefixes) else SharedPrefixes(loaded)
+
+
 @dataclass(frozen=True)
 class _Prompt:
     item_id: str
@@ -346,7 +359,6 @@ def forward_prompts(loaded, images: Sequence, questions: Sequence[str], *, batch
 
     from ..attention.capture import capture
     from ..progress import tqdm
-    from .items import shared_prefixes
 
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images for {len(questions)} questions; pass one image per question")

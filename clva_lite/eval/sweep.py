@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from ..attention.clva import CLVAConfig
 from ..attention.heads import CRITERIA, HeadClasses
@@ -67,7 +68,8 @@ def choose_on_calibration(loaded, heads: HeadClasses, items: Sequence[Item], *,
     """CLVA's head criterion and alpha/beta, chosen together on calibration items by one rule (:data:`CHOICE_RULE`).
 
     ``heads`` must carry each head's focus (``clva_lite.calibrate_heads`` records it). alpha = beta = 0 is the stock
-    model whatever the criterion, so it is run once and shared by every criterion's grid. Returns ``{"values":
+    model whatever the criterion, so it is run once and shared by every criterion's grid; likewise a cell whose anchors
+    in use (A+ when alpha > 0, A- when beta > 0) another criterion picked too. Returns ``{"values":
     (criteria, alphas, betas) array, "criteria", "alphas", "betas", "metric", "best": {"criterion", "alpha",
     "beta"}, "heads": the chosen HeadClasses, "rule", "split"}``.
     """
@@ -79,20 +81,26 @@ def choose_on_calibration(loaded, heads: HeadClasses, items: Sequence[Item], *,
     if "test" in splits:
         raise ValueError("the criterion/alpha/beta choice must not see the test split; use the calibration split")
     values = np.zeros((len(criteria), len(alphas), len(betas)))
-    stock = None
     store = shared_prefixes(loaded, shared_prefix)  # one image prefix per scene for the whole grid
+    config = CLVAConfig()
+    bands = config.layers(heads.num_layers)
+    done: dict[tuple, float] = {}
     for c, criterion in enumerate(tqdm(criteria, desc="head criteria")):
         ranked = heads.with_criterion(criterion)
+        positive, negative, deep = (tuple(map(tuple, chosen.nonzero().tolist())) for chosen in (
+            ranked.sensitive(bands["intermediate"]), ranked.insensitive(bands["early"]),
+            ranked.sensitive(bands["deep"]) if config.apply_to == "sensitive" else torch.zeros(0)))
         for i, alpha in enumerate(alphas):
             for j, beta in enumerate(betas):
-                if alpha == 0 and beta == 0 and stock is not None:
-                    values[c, i, j] = stock
-                    continue
-                single = sweep_weights(loaded, ranked, items, [alpha], [beta], metric=metric, batch_size=batch_size,
-                                       max_new_tokens=max_new_tokens, shared_prefix=store or False)
-                values[c, i, j] = single["values"][0, 0]
-                if alpha == 0 and beta == 0:
-                    stock = values[c, i, j]
+                # CLVA reads A+ only when alpha > 0 and A- only when beta > 0, so criteria that pick the same heads
+                # for the anchors in use run the same computation (alpha = beta = 0 is the stock model): run it once
+                key = (positive if alpha else None, negative if beta else None, deep if alpha or beta else None,
+                       float(alpha), float(beta))
+                if key not in done:
+                    done[key] = sweep_weights(loaded, ranked, items, [alpha], [beta], metric=metric,
+                                              batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                              shared_prefix=store or False)["values"][0, 0]
+                values[c, i, j] = done[key]
     c, i, j = np.unravel_index(values.argmax(), values.shape)  # first maximum: the tie order of CHOICE_RULE
     best = {"criterion": criteria[c], "alpha": float(alphas[i]), "beta": float(betas[j])}
     return {"values": values, "criteria": list(criteria), "alphas": list(alphas), "betas": list(betas),

@@ -293,9 +293,12 @@ def metric_curves(table, x: str, metrics, *, title: str = "", xlabel: str | None
             low, high = float(table[metric].min()), float(table[metric].max())
             centre, half = (low + high) / 2, max(high - low, min_steps * step) / 2 * 1.15
             ax.set_ylim(centre - half, centre + half)
-            right = float(table[x].max()) + 0.04 * (float(table[x].max()) - float(table[x].min()) or 1.0)
-            ax.errorbar([right], [centre], yerr=[[0.0], [step]], color="black", capsize=3, lw=1.2)
-            ax.annotate("one item", (right, centre + step), fontsize=7, ha="right", va="bottom")
+            first, last = float(table[x].min()), float(table[x].max())
+            right = last + 0.15 * ((last - first) or 1.0)  # beside the data, not on it
+            ax.set_xlim(first - 0.05 * ((last - first) or 1.0), right + 0.08 * ((last - first) or 1.0))
+            ax.errorbar([right], [centre - step / 2], yerr=[[0.0], [step]], color="black", capsize=3, lw=1.2)
+            ax.annotate("one\nitem", (right, centre + step / 2), xytext=(0, 3), textcoords="offset points",
+                        fontsize=7, ha="center", va="bottom")
         ax.set_xlabel(xlabel or x)
         ax.set_title(metric, fontsize=9)
     if title:
