@@ -300,3 +300,32 @@ def test_checkpoints_from_before_a_default_changed_keep_what_they_were_trained_w
     assert not _compatible(saved, TrainConfig.from_dict({**asdict(TrainConfig()), **{
         k: v for k, v in saved.items() if k not in ("model", "mimetic_std")}}), 1)
     assert TrainConfig.from_dict(asdict(TrainConfig())) == TrainConfig()  # a full dict is unchanged
+
+
+def test_a_run_stopped_mid_stage_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import clva_lite.toy.train as train_module
+
+    config = TrainConfig.from_dict({**tiny_training_config().__dict__, "instruct_steps": 6, "checkpoint_every": 2})
+    whole, whole_log = train_toy_model(config, out=tmp_path / "whole")
+    real_loss, calls = train_module.language_loss, []
+
+    def stops_in_instruct(*args, **kwargs):  # align makes 3 calls, then instruct's steps 0, 1, 2 ...
+        calls.append(1)
+        if len(calls) == config.align_steps + 4:
+            raise KeyboardInterrupt("stopped in instruct step 3")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "language_loss", stops_in_instruct)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy_model(config, out=tmp_path / "stopped")
+    partial = tmp_path / "stopped" / "checkpoints" / "3-instruct.partial.pt"
+    assert torch.load(partial, weights_only=False)["step"] == 2
+    other = TrainConfig.from_dict({**config.__dict__, "instruct_lr": 1.0})
+    with pytest.raises(ValueError, match="another config"):
+        train_module.StageResume(tmp_path / "stopped", 3, other, np.random.default_rng()).load()
+    monkeypatch.setattr(train_module, "language_loss", real_loss)
+    resumed, resumed_log = train_toy_model(config, out=tmp_path / "stopped")
+    assert not partial.exists()  # the finished stage's checkpoint replaces it
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [s["final_loss"] for s in resumed_log] == [s["final_loss"] for s in whole_log]

@@ -123,6 +123,9 @@ class TrainConfig:
     # hallucinated too rarely (test CHAIR_s 8.3 %, below the 10-40 % asked; docs/toy-recipe-history.md).
     caption_noise: float = 0.25
     held_out_scenes: int = 200
+    # steps between mid-stage checkpoints (0: only at the end of each stage); a run that stops mid-stage resumes from
+    # the last one with the same weights, optimizer state and data order as if it had not stopped
+    checkpoint_every: int = 250
 
     @classmethod
     def quick(cls) -> TrainConfig:
@@ -368,24 +371,71 @@ def _cosine_lr(optimizer, base_lr: float, step: int, total: int, warmup: int = 5
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
-def _run_stage(name: str, steps: int, lr: float, params, loss_fn, log: list[dict]) -> None:
+class StageResume:
+    """Mid-stage checkpoints of one stage (``out/checkpoints/{k}-{stage}.partial.pt``): the stage's trained tensors,
+    the optimizer, the stage's random generators and the losses so far, every ``every`` steps."""
+
+    def __init__(self, out: Path | None, k: int, config: TrainConfig, rng: np.random.Generator):
+        self.path = None if out is None or config.checkpoint_every <= 0 else (
+            out / "checkpoints" / f"{k}-{STAGES[k]}.partial.pt")
+        self.k, self.config, self.rng, self.every = k, config, rng, config.checkpoint_every
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        state = torch.load(self.path, weights_only=False)
+        if not _compatible(state["config"], self.config, self.k):
+            raise ValueError(f"{self.path} was written with another config; delete it or use its config")
+        return state
+
+    def save(self, state: dict) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({**state, "config": asdict(self.config), "rng": self.rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        tmp.replace(self.path)
+
+    def done(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _run_stage(name: str, steps: int, lr: float, params, loss_fn, log: list[dict],
+               resume: StageResume | None = None) -> None:
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    start = time.time()
+    trained = [p for g in optimizer.param_groups for p in g["params"]]
+    start, first, before = time.time(), 0, 0.0
     losses, extras = [], []
-    bar = tqdm(range(steps), desc=f"stage {name}")
+    state = resume.load() if resume is not None else None
+    if state is not None:
+        with torch.no_grad():
+            for param, saved in zip(trained, state["params"], strict=True):
+                param.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        resume.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        first, before, losses, extras = state["step"], state["seconds"], state["losses"], state["extras"]
+        print(f"resuming stage {name} at step {first} ({resume.path})", flush=True)
+    bar = tqdm(range(first, steps), desc=f"stage {name}", initial=first, total=steps)
     for step in bar:
         _cosine_lr(optimizer, lr, step, steps)
         loss, extra = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         losses.append(float(loss.detach()))
         extras.append(extra)
         if step % 20 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", **extra)
+        if resume is not None and resume.every > 0 and (step + 1) % resume.every == 0 and step + 1 < steps:
+            resume.save({"step": step + 1, "params": [p.detach().clone() for p in trained],
+                         "optimizer": optimizer.state_dict(), "losses": losses, "extras": extras,
+                         "seconds": before + time.time() - start})
     log.append({
-        "stage": name, "steps": steps, "seconds": round(time.time() - start, 1),
+        "stage": name, "steps": steps, "seconds": round(before + time.time() - start, 1),
         "first_loss": round(float(np.mean(losses[:10])), 4), "final_loss": round(float(np.mean(losses[-20:])), 4),
         **{k: round(float(np.mean([e[k] for e in extras[-20:]])), 3) for k in extras[-1]},
     })
@@ -567,6 +617,7 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
 
     def finish(k: int) -> bool:
         _save_checkpoint(model, out, k, config, log)
+        StageResume(out, k, config, np.random.default_rng()).done()  # the stage is complete: its partial one goes
         return stop_after == STAGES[k]
 
     # 1. vision: CLIP-like contrastive pre-training
@@ -639,7 +690,8 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
 
         params = [*tower.parameters(), *text_encoder.parameters(), *image_proj.parameters(), scale, phrase_bias,
                   *([phrase_scale] if own_scale else [])]
-        _run_stage("vision", config.vision_steps, config.vision_lr, params, vision_loss, log)
+        _run_stage("vision", config.vision_steps, config.vision_lr, params, vision_loss, log,
+                   StageResume(out, 0, config, rng))
         del text_encoder, image_proj
         if finish(0):
             return model, log
@@ -667,7 +719,8 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
             ok = (logits.argmax(-1) == targets)[targets != -100].float().mean()
             return loss, {"token_acc": round(float(ok), 3)}
 
-        _run_stage("language", config.language_steps, config.language_lr, [*decoder.parameters()], text_loss, log)
+        _run_stage("language", config.language_steps, config.language_lr, [*decoder.parameters()], text_loss, log,
+                   StageResume(out, 1, config, rng))
         decoder.eval()
         log[-1]["calibration_text_existence_acc"] = round(
             existence_accuracy(model, None, held_out.scenes, texts, rng, as_text=True), 3)
@@ -700,7 +753,8 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
             ids, attention, mask = texts.pad([r[0] for r in rows], [r[1] for r in rows])
             return language_loss(model, ids, attention, mask, projected(idx))
 
-        _run_stage("align", config.align_steps, config.align_lr, [*projector.parameters()], align_loss, log)
+        _run_stage("align", config.align_steps, config.align_lr, [*projector.parameters()], align_loss, log,
+                   StageResume(out, 2, config, rng))
         decoder.requires_grad_(True)
         if finish(2):
             return model, log
@@ -727,7 +781,8 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
             slots = projector(patch_features(model, images.batch(idx))) if train_tower else projected(idx)
             return language_loss(model, ids, attention, mask, slots)
 
-        _run_stage("instruct", config.instruct_steps, config.instruct_lr, params, instruct_loss, log)
+        _run_stage("instruct", config.instruct_steps, config.instruct_lr, params, instruct_loss, log,
+                   StageResume(out, 3, config, rng))
         tower.requires_grad_(False)
         model.eval()
         with torch.no_grad():
