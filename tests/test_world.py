@@ -164,3 +164,14 @@ def test_glyph_textures_tell_categories_apart_and_leave_the_background(monkeypat
     assert same_group > 0.05 and other_group > 0.05  # every category its own stripes
     stripes = world.surface_texture(star)
     assert stripes.min() >= 1 - world.TEXTURE_DEPTH - 1e-9 and stripes.max() <= 1
+
+
+def test_a_rendered_scene_is_a_fresh_copy_each_time():
+    scene = generate_scene("calibration", 5)
+    first = scene.image()
+    first.putpixel((0, 0), (1, 2, 3))  # drawing on one copy must not reach the cached pixels
+    second = scene.image()
+    uncached = world._rendered_pixels.__wrapped__(scene, world.IMAGE_SIZE, ())
+    assert second is not first
+    assert np.array_equal(np.asarray(second), uncached)
+    assert not np.array_equal(np.asarray(first), uncached)

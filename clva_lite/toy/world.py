@@ -19,8 +19,11 @@ Rules (deterministic, no ``set`` iteration):
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -155,7 +158,9 @@ def _choose_categories(rng: np.random.Generator, n_objects: int) -> list[str]:
         if chosen and rng.random() < REPEAT_PROB:
             category = chosen[int(rng.integers(len(chosen)))]
         else:
-            free = np.array([c not in chosen and _group_count(chosen, c) < GROUP_CAP for c in CATEGORIES])
+            present = set(chosen)
+            members = Counter(GROUP_OF[c] for c in present)  # distinct members per group, as _group_count counts
+            free = np.array([c not in present and members[GROUP_OF[c]] < GROUP_CAP for c in CATEGORIES])
             p = weights * free
             category = CATEGORIES[int(rng.choice(len(CATEGORIES), p=p / p.sum()))]
         chosen.append(category)
@@ -173,11 +178,11 @@ def _place(rng: np.random.Generator, sizes: list[float]) -> list[tuple[float, fl
     so a glyph always falls on the 8 px patch grid the same way."""
     centres: list[tuple[float, float]] = []
     for size in sizes:
+        half = size / 2 + 1
+        low = math.ceil((half - PATCH_SIZE / 2) / PATCH_SIZE)
+        high = int((IMAGE_SIZE - half - PATCH_SIZE / 2) // PATCH_SIZE)
         for _ in range(200):
-            half = size / 2 + 1
             if SNAP_TO_PATCHES:
-                low = int(np.ceil((half - PATCH_SIZE / 2) / PATCH_SIZE))
-                high = int((IMAGE_SIZE - half - PATCH_SIZE / 2) // PATCH_SIZE)
                 x, y = (PATCH_SIZE * rng.integers(low, high + 1, size=2) + PATCH_SIZE / 2).astype(float)
             else:
                 x, y = rng.uniform(half, IMAGE_SIZE - half, size=2)
@@ -345,7 +350,15 @@ def _clutter(rng: np.random.Generator, image: np.ndarray) -> None:
 
 
 def render_scene(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
-    """The scene as a ``size`` x ``size`` RGB image."""
+    """The scene as a ``size`` x ``size`` RGB image (a fresh copy: callers may draw on it)."""
+    settings = (TEXTURES, TEXTURE_DEPTH, TEXTURE_PERIODS, TEXTURE_ANGLES)  # an experiment may change these
+    return Image.fromarray(_rendered_pixels(scene, size, settings).copy(), mode="RGB")
+
+
+@lru_cache(maxsize=512)  # evaluations ask several questions about each scene: render it once (27 KB each)
+def _rendered_pixels(scene: Scene, size: int, settings: tuple) -> np.ndarray:
+    """(size, size, 3) uint8 pixels of ``scene``; read-only, shared by the cache. ``settings`` (the texture
+    constants the drawing reads) is only part of the cache key."""
     rng = np.random.default_rng(scene.background_seed)
     image = _background(rng, size)
     _clutter(rng, image)
@@ -354,7 +367,9 @@ def render_scene(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
         opacity = rng.uniform(0.3, 0.45) if obj.faint else 1.0
         colour = np.array(COLOURS[obj.colour], dtype=np.float64) * surface_texture(obj, size)[..., None]
         image = image * (1 - mask * opacity) + colour * mask * opacity
-    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="RGB")
+    pixels = np.clip(image, 0, 255).astype(np.uint8)
+    pixels.flags.writeable = False
+    return pixels
 
 
 def patch_labels(scene: Scene, patch_size: int = PATCH_SIZE, min_pixels: float = 6.0
