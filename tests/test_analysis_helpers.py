@@ -302,7 +302,7 @@ def test_drift_by_outcome_groups_questions_by_answer():
                                     "missed (FN)": 1}
     assert table.loc["correct yes (TP)", "deep r with A+"] == "n < 2"
     deep = anchor_correlations(visual, classes, [0], [1])["early_insensitive"][:, [2, 3]].mean(1)
-    value, low, high = map(float, re.findall(r"-?\d+\.\d+", table.loc["hallucination (FP)", "deep r with A- (noise)"]))
+    value, low, high = map(float, re.findall(r"-?\d+\.\d+", table.loc["hallucination (FP)", "deep r with A-"]))
     assert value == pytest.approx(float(deep[:3].mean()), abs=5e-4)
     assert low <= value <= high
     with pytest.raises(ValueError, match="7 attention rows but 6 records"):

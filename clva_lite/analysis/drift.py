@@ -55,7 +55,7 @@ def format_report(report: dict) -> str:
         return float(torch.as_tensor(values)[layers].mean())
 
     bands = report["bands"]
-    lines.append(f"mean r with the early-insensitive (noise) pattern: intermediate "
+    lines.append(f"mean r with A- (the early-insensitive pattern): intermediate "
                  f"{mean(early, bands['intermediate']):.3f}, deep {mean(early, bands['deep']):.3f}")
     return "\n".join(lines)
 
@@ -89,7 +89,7 @@ def drift_by_outcome(visual: torch.Tensor, records: list[dict], classes, bands: 
     for outcome in POPE_OUTCOMES.values():
         index = np.flatnonzero(outcomes == outcome)
         row = {"outcome": outcome, "n": len(index)}
-        for name, label in (("early_insensitive", "deep r with A- (noise)"), ("mid_sensitive", "deep r with A+")):
+        for name, label in (("early_insensitive", "deep r with A-"), ("mid_sensitive", "deep r with A+")):
             if len(index) >= 2:
                 items = [{"value": float(deep[name][i]), "scene": records[i].get("scene_index", i)} for i in index]
                 value, low, high = bootstrap_ci(items, lambda rs: float(np.mean([r["value"] for r in rs])),

@@ -124,9 +124,9 @@ def drift_curves(curves: dict[str, torch.Tensor], bands: dict[str, list[int]] | 
     left.set_ylabel("normalised entropy")
     left.set_title("entropy of vision-sensitive heads", fontsize=10)
     right.plot(layers, _np(curves["corr_early_insensitive"]), marker="o", color="tab:green",
-               label="vs. early insensitive mean (noise)")
+               label="vs. A⁻ (early insensitive mean)")
     right.plot(layers, _np(curves["corr_mid_sensitive"]), marker="o", color="tab:red",
-               label="vs. mid sensitive mean (anchor)")
+               label="vs. A⁺ (mid sensitive mean)")
     right.set_xlabel("layer")
     right.set_ylabel("Pearson r")
     right.set_title("correlation of each layer's visual attention", fontsize=10)
@@ -334,14 +334,14 @@ def anchor_agreement_by_step(correlations: dict[str, torch.Tensor], layers: list
                              title: str = "Deep-layer agreement with each anchor, token by token"):
     """correlations: ``anchor_correlations`` of one generation, each (steps, L); plotted as the mean over ``layers``."""
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(tokens) + 1.5), 3.0))
-    names = {"early_insensitive": ("A- (early insensitive: noise)", "tab:green"),
-             "mid_sensitive": ("A+ (mid sensitive: anchor)", "tab:red")}
+    names = {"early_insensitive": ("A⁻ (early insensitive heads)", "tab:green"),
+             "mid_sensitive": ("A⁺ (mid sensitive heads)", "tab:red")}
     for key, (label, colour) in names.items():
         ax.plot(_np(correlations[key])[:, layers].mean(1), marker="o", color=colour, label=label)
     ax.set_xticks(range(len(tokens)), tokens, rotation=60, fontsize=7)
     ax.set_ylabel(f"Pearson r, layers {layers[0]}-{layers[-1]}")
     ax.axhline(0, color="gray", lw=0.6)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the curves, never over a point
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
