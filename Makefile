@@ -31,8 +31,8 @@ demo: setup
 
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 # Seconds per notebook cell: nbmake's default (300) is tight for a slow or busy CPU; the longest cell, the
-# calibration grid notebooks 03-05 share (toy_calibration_choice), takes about a minute on one thread of a 2-core CPU.
-NOTEBOOK_CELL_TIMEOUT ?= 1200
+# calibration grid notebooks 03-05 share (toy_calibration_choice), takes about 40 s on one thread of a 2-core CPU.
+NOTEBOOK_CELL_TIMEOUT ?= 600
 
 # Parallel test workers (pytest-xdist), one thread each; "auto" is one per core. The notebooks go first so that the
 # longest items do not start last.

@@ -1,8 +1,8 @@
 """An interactive attention explorer (ipywidgets) that also leaves a static figure behind.
 
 Notebooks must read fully without a live kernel (e.g. on GitHub), so :func:`attention_explorer` first draws the
-default view as an ordinary matplotlib figure, then offers sliders for layer, head and decoding step that
-redraw it when a kernel is running.
+default view as an ordinary matplotlib figure, then offers sliders for layer, head and decoding step that draw
+the chosen view below them when a kernel is running.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def draw_attention(visual, grid, image=None, *, step: int = 0, layer: int = 0,
 
 
 def attention_explorer(visual, grid, image=None, tokens: list[str] | None = None):
-    """Draw the default view statically, then return sliders (layer, head, step) that redraw it live.
+    """Draw the default view statically, then return sliders (layer, head, step) that draw the chosen view live.
 
     Returns the ipywidgets box, or ``None`` when ipywidgets is not installed (the static figure stays).
     """
@@ -66,5 +66,7 @@ def attention_explorer(visual, grid, image=None, tokens: list[str] | None = None
 
     for control in (layer, head, step):
         control.observe(redraw, names="value")
-    redraw()
+    # No first redraw into the Output widget while the cell runs: the static figure above is the default view, and
+    # output captured by an Output widget during execution can leave a headless runner (nbclient, nbmake) waiting
+    # for a message that never comes. Moving a slider draws the chosen view below the controls.
     return widgets.VBox([widgets.HBox([layer, head, step]), output])
