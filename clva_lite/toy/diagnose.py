@@ -5,6 +5,7 @@
         [--wording object-last|answer-prompt] [--init default|mimetic] [--max-objects 1]
     python -m clva_lite.toy.diagnose layout runs/explore/NAME/checkpoints/1-language.pt
     python -m clva_lite.toy.diagnose patches runs/explore/NAME/checkpoints/0-vision.pt
+    python -m clva_lite.toy.diagnose oracle toy --scenes 60 [--alphas 1 2 5]
 
 * ``vision`` trains the toy CLIP tower with a *supervised* image-level presence head (an upper bound for what the
   image-level contrastive stage can teach it) and prints the training loss and the calibration mean ROC AUC every
@@ -16,6 +17,8 @@
   question, and image slots filled with the objects' word embeddings (no projector involved).
 * ``patches CHECKPOINT`` fits a linear probe per patch token (category covering the patch, or background) and scores
   it on calibration scenes: whether single patch tokens tell the objects apart.
+* ``oracle MODEL`` steers a trained toy's deep band toward each scene's true object patches (and, as a control,
+  its background) instead of CLVA's A⁺, and prints POPE-adversarial F1 and "yes" counts (:mod:`.oracle`).
 * ``language`` trains the decoder alone on scene text + existence questions (answers-only loss, v2 wording) and
   prints the calibration existence accuracy (yes vs no logit) every 100 steps.
 
@@ -329,9 +332,19 @@ def main(argv: list[str] | None = None) -> None:
     layout.add_argument("--scenes", type=int, default=100)
     patches = commands.add_parser("patches", help="per-patch category probe of a checkpoint's vision tower")
     patches.add_argument("checkpoint", help="a recipe checkpoint, e.g. runs/explore/NAME/checkpoints/0-vision.pt")
+    oracle = commands.add_parser("oracle", help="steer the deep band toward the true object patches (oracle A+)")
+    oracle.add_argument("model", help='"toy" or a trained toy folder')
+    oracle.add_argument("--scenes", type=int, default=60)
+    oracle.add_argument("--alphas", type=float, nargs="+", default=[1.0, 2.0, 5.0])
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.command == "patches":
+    if args.command == "oracle":
+        from ..models.loading import load_model
+        from .oracle import oracle_steering
+
+        table = oracle_steering(load_model(args.model, device="cpu"), scenes=args.scenes, alphas=args.alphas)
+        print(table.round(3).to_string(index=False), flush=True)
+    elif args.command == "patches":
         print(patch_category_probe(args.checkpoint), flush=True)
     elif args.command == "layout":
         print(layout_existence(args.checkpoint, args.scenes), flush=True)
