@@ -1,4 +1,4 @@
-"""Command line: ``python -m clva_lite demo | drift | bench | throughput | pope | chair | mme``.
+"""Command line: ``python -m clva_lite demo | drift | premise | bench | throughput | pope | chair | mme``.
 
 Benchmarks, one method per call (records and ``result.json`` under ``--out``, default ``runs/<bench>-<method>``)::
 
@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--scenes", type=int, default=None, help="test scenes per benchmark (default: see demo)")
     drift = commands.add_parser("drift", help="Fig. 1 / Fig. 2b numbers of the toy model (calibration split)")
     drift.add_argument("--prompts", type=int, default=96)
+    premise = commands.add_parser("premise", help="the premise report P1-P5 of a toy model (calibration split)")
+    premise.add_argument("--model", default="toy", help="'toy' or a trained toy folder (default: toy)")
+    premise.add_argument("--scenes", type=int, default=200, help="calibration scenes for the POPE questions")
+    premise.add_argument("--head-prompts", type=int, default=64, help="calibration prompts for the head classes")
+    premise.add_argument("--out", default="runs/premise/report.json", help="the report as JSON; a .png beside it")
     bench = commands.add_parser("bench", help="generate-time and peak-memory ratios against stock SDPA")
     bench.add_argument("--model", default="toy", help="'toy', a hub id or a folder (default: toy)")
     bench.add_argument("--random-weights-from-config", default=None, metavar="SHAPE",
@@ -75,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         loaded = load_model("toy", device="cpu")
         images, questions = calibration_prompts(args.prompts)
         print(format_report(drift_report(loaded, images, questions, split="calibration")))
+    elif args.command == "premise":
+        run_premise_command(args)
     elif args.command == "demo":
         from .eval.main_job import run_demo
 
@@ -82,6 +89,34 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(summary.get("files", {}), indent=2))
     else:
         run_benchmark_command(args)
+
+
+def run_premise_command(args):
+    """``toy_premise_report`` on ``args.model``: print the verdicts, write the JSON report and its chart."""
+    import time
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import torch
+
+    from .analysis.premise import toy_premise_report
+    from .models.loading import load_model
+    from .plots import premise_chart
+
+    torch.set_grad_enabled(False)
+    loaded = load_model(args.model, device="cpu")
+    start = time.perf_counter()
+    report = toy_premise_report(loaded, scenes=args.scenes, head_prompts=args.head_prompts)
+    report.details["command"] = {"model": args.model, "scenes": args.scenes, "head_prompts": args.head_prompts,
+                                 "seconds": round(time.perf_counter() - start, 1)}
+    out = Path(args.out)
+    report.save(out)
+    premise_chart(report, title=f"Premise report, {args.model} (calibration split, 95 % CI)").savefig(
+        out.with_suffix(".png"), dpi=120, bbox_inches="tight")
+    print(report.summary())
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return report
 
 
 def run_throughput_command(args) -> dict:

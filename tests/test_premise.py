@@ -1,5 +1,7 @@
 """The premise report measures P1-P5 on calibration data, each from what it says it is computed from."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -52,3 +54,37 @@ def test_test_split_items_and_mismatched_prompts_are_refused(untrained):
         premise_report(untrained, images, ["a", "b"], question_items(pope_questions("test", 2, "random")))
     with pytest.raises(ValueError, match="2 head images for 1 head questions"):
         premise_report(untrained, images, ["a"], question_items(pope_questions("calibration", 2, "random")))
+
+
+def test_a_saved_report_loads_back_the_same(report, tmp_path):
+    from clva_lite.analysis.premise import PremiseReport
+
+    report.save(tmp_path / "report.json")
+    loaded = PremiseReport.load(tmp_path / "report.json")
+    assert loaded.summary() == report.summary()
+    assert loaded.details["P5"]["held_out_questions"] == report.details["P5"]["held_out_questions"]
+    with pytest.raises(FileNotFoundError, match="python -m clva_lite premise"):
+        PremiseReport.load(tmp_path / "missing.json")
+
+
+def test_the_premise_chart_has_one_panel_per_statistic_with_its_verdict(report):
+    from clva_lite.plots import premise_chart
+
+    figure = premise_chart(report)
+    titles = [ax.get_title(loc="left") for ax in figure.axes]
+    assert len(titles) == len(report.table)
+    for title, row in zip(titles, report.table.itertuples()):
+        verdict = "holds" if row.holds else "does not hold"
+        assert title.startswith(row.link) and (verdict + " (") in title + " (" 
+        assert ("not measurable" in title) == bool(np.isnan([row.value, row.low, row.high]).any())
+    assert any("must stay below 0.7" in t for t in titles)  # P3 is a share against a threshold, not a test
+
+
+def test_the_premise_command_writes_the_report_and_its_chart(tmp_path, capsys):
+    from clva_lite.__main__ import main
+
+    out = tmp_path / "premise" / "toy.json"
+    main(["premise", "--model", "toy", "--scenes", "4", "--head-prompts", "8", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "P5 CLVA raises POPE-adversarial F1" in printed and out.is_file() and out.with_suffix(".png").is_file()
+    assert json.loads(out.read_text())["details"]["command"]["scenes"] == 4

@@ -20,6 +20,8 @@ toy world's calibration split.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,6 +54,27 @@ class PremiseReport:
     table: pd.DataFrame
     details: dict
 
+    def save(self, path) -> None:
+        """Write the report as JSON (``load`` reads it back), e.g. to keep a long run beside the model it measured."""
+        from pathlib import Path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"table": self.table.to_dict(orient="records"), "details": self.details}
+        path.write_text(json.dumps(_plain(record), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path) -> PremiseReport:
+        """A report written by :meth:`save`; a missing file is an error that says how to make one."""
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no premise report at {path}; write one with python -m clva_lite premise "
+                                    f"--model MODEL --out {path}")
+        record = json.loads(path.read_text())
+        return cls(pd.DataFrame(record["table"]), record["details"])
+
     def summary(self) -> str:
         """One line per link: what it claims, whether it holds on this model, and the numbers."""
         lines = []
@@ -65,6 +88,23 @@ class PremiseReport:
                                 for r in rows.itertuples())
             lines.append(f"{link} {claim}: {verdict} ({numbers})")
         return "\n".join(lines)
+
+
+def _plain(value):
+    """``value`` with numpy and torch scalars and arrays turned into JSON's types (NaN becomes null)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return _plain(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    return value
 
 
 def _mean(values: np.ndarray) -> np.ndarray:

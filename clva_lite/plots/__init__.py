@@ -14,6 +14,7 @@ from .figures import (
     lens_curves,
     metric_curves,
     overlay,
+    premise_chart,
     visual_share_matrix,
     weight_grid,
 )
@@ -21,6 +22,6 @@ from .figures import (
 __all__ = [
     "anchor_agreement_by_step", "attention_before_after", "attention_maps", "criterion_grid", "delta_forest",
     "drift_curves", "head_class_map", "layer_heatmaps", "lens_curves", "metric_curves", "overlay",
-    "visual_share_matrix", "weight_grid",
+    "premise_chart", "visual_share_matrix", "weight_grid",
 ]
 __getattr__ = lazy_submodules(__name__, ("figures", "widgets"))

@@ -330,6 +330,38 @@ def delta_forest(deltas, title: str = "Method minus vanilla (paired, 95 % CI)", 
     return fig
 
 
+def premise_chart(report, title: str = "Does CLVA's premise hold? (calibration split, 95 % CI)"):
+    """One row per statistic of a :class:`~clva_lite.analysis.premise.PremiseReport`: its value and interval on its
+    own axis, the line it must clear (0 for the tests; the ``max_settled`` share for P3, which must stay below it),
+    and the verdict (green: holds after Holm's correction; grey: does not)."""
+    table = report.table.reset_index(drop=True)
+    max_settled = float(report.details.get("max_settled", 0.7))
+    fig, axes = plt.subplots(len(table), 1, figsize=(7.5, 0.85 * len(table) + 0.9), squeeze=False)
+    for ax, row in zip(axes[:, 0], table.itertuples()):
+        threshold = max_settled if row.link == "P3" else 0.0
+        colour = "tab:green" if bool(row.holds) else "tab:gray"
+        measured = bool(np.isfinite([row.value, row.low, row.high]).all())
+        if measured:
+            ax.errorbar([row.value], [0], xerr=[[row.value - row.low], [row.high - row.value]], fmt="o",
+                        color=colour, capsize=4)
+        ax.axvline(threshold, color="black", lw=0.8, ls="--")
+        low, high = (min(row.low, threshold), max(row.high, threshold)) if measured else (threshold, threshold)
+        pad = 0.15 * max(high - low, 1e-3) if measured else 1.0
+        ax.set_xlim(low - pad, high + pad)
+        ax.set_yticks([])
+        ax.tick_params(axis="x", labelsize=7)
+        want = f"must stay below {threshold:g}" if row.link == "P3" else "must be above 0"
+        verdict = ("holds" if bool(row.holds) else "does not hold") if measured else "not measurable: does not hold"
+        if (table["link"] == row.link).sum() > 1:
+            verdict += f" ({row.link} needs all its rows)"
+        ax.set_title(f"{row.link}  {row.statistic}  ({want}): {verdict}", fontsize=8, loc="left", color=colour)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def anchor_agreement_by_step(correlations: dict[str, torch.Tensor], layers: list[int], tokens: list[str],
                              title: str = "Deep-layer agreement with each anchor, token by token"):
     """correlations: ``anchor_correlations`` of one generation, each (steps, L); plotted as the mean over ``layers``."""
