@@ -75,7 +75,7 @@ def test_the_premise_chart_has_one_panel_per_statistic_with_its_verdict(report):
     assert len(titles) == len(report.table)
     for title, row in zip(titles, report.table.itertuples()):
         verdict = "holds" if row.holds else "does not hold"
-        assert title.startswith(row.link) and (verdict + " (") in title + " (" 
+        assert title.startswith(row.link) and f": {verdict}" in title
         assert ("not measurable" in title) == bool(np.isnan([row.value, row.low, row.high]).any())
     assert any("must stay below 0.7" in t for t in titles)  # P3 is a share against a threshold, not a test
 

@@ -24,6 +24,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -56,8 +57,6 @@ class PremiseReport:
 
     def save(self, path) -> None:
         """Write the report as JSON (``load`` reads it back), e.g. to keep a long run beside the model it measured."""
-        from pathlib import Path
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"table": self.table.to_dict(orient="records"), "details": self.details}
@@ -66,8 +65,6 @@ class PremiseReport:
     @classmethod
     def load(cls, path) -> PremiseReport:
         """A report written by :meth:`save`; a missing file is an error that says how to make one."""
-        from pathlib import Path
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no premise report at {path}; write one with python -m clva_lite premise "

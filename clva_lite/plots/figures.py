@@ -335,7 +335,7 @@ def premise_chart(report, title: str = "Does CLVA's premise hold? (calibration s
     own axis, the line it must clear (0 for the tests; the ``max_settled`` share for P3, which must stay below it),
     and the verdict (green: holds after Holm's correction; grey: does not)."""
     table = report.table.reset_index(drop=True)
-    max_settled = float(report.details.get("max_settled", 0.7))
+    max_settled = float(report.details["max_settled"])
     fig, axes = plt.subplots(len(table), 1, figsize=(7.5, 0.85 * len(table) + 0.9), squeeze=False)
     for ax, row in zip(axes[:, 0], table.itertuples()):
         threshold = max_settled if row.link == "P3" else 0.0

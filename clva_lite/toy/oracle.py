@@ -25,6 +25,7 @@ from ..analysis.lens import _answer_token
 from ..attention.capture import unwrap
 from ..attention.clva import CLVAConfig
 from ..attention.function import attached
+from ..eval.benchmarks.pope import pope_metrics
 from ..progress import tqdm
 from .questions import pope_questions
 from .world import generate_scene
@@ -79,7 +80,7 @@ def oracle_steering(loaded, *, scenes: int = 60, alphas: Sequence[float] = (1.0,
     yes, no = _answer_token(tokenizer, "yes"), _answer_token(tokenizer, "no")
     deep = CLVAConfig().layers(loaded.num_layers)["deep"]
     questions = pope_questions("calibration", scenes, "adversarial")
-    truth = np.array([q.label == "yes" for q in questions])
+    labels = [q.label for q in questions]
     masks = object_patch_masks([generate_scene("calibration", q.scene_index) for q in questions]).float()
 
     def says_yes(alpha: float, target: str) -> np.ndarray:
@@ -100,10 +101,9 @@ def oracle_steering(loaded, *, scenes: int = 60, alphas: Sequence[float] = (1.0,
         return np.array(answers)
 
     def row(name: str, alpha: float, answers: np.ndarray, stock: np.ndarray) -> dict:
-        tp, fp = int((answers & truth).sum()), int((answers & ~truth).sum())
-        fn = int((~answers & truth).sum())
-        return {"anchor": name, "alpha": alpha, "f1": 2 * tp / max(2 * tp + fp + fn, 1),
-                "yes_ratio": float(answers.mean()), "false_yes": fp, "true_yes": tp,
+        scores = pope_metrics(["yes" if a else "no" for a in answers], labels)
+        return {"anchor": name, "alpha": alpha, "f1": scores["f1"], "yes_ratio": scores["yes_ratio"],
+                "false_yes": int(scores["fp"]), "true_yes": int(scores["tp"]),
                 "answers_changed": int((answers != stock).sum())}
 
     stock = says_yes(0.0, "objects")

@@ -20,7 +20,6 @@ Rules (deterministic, no ``set`` iteration):
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -158,9 +157,7 @@ def _choose_categories(rng: np.random.Generator, n_objects: int) -> list[str]:
         if chosen and rng.random() < REPEAT_PROB:
             category = chosen[int(rng.integers(len(chosen)))]
         else:
-            present = set(chosen)
-            members = Counter(GROUP_OF[c] for c in present)  # distinct members per group, as _group_count counts
-            free = np.array([c not in present and members[GROUP_OF[c]] < GROUP_CAP for c in CATEGORIES])
+            free = np.array([c not in chosen and _group_count(chosen, c) < GROUP_CAP for c in CATEGORIES])
             p = weights * free
             category = CATEGORIES[int(rng.choice(len(CATEGORIES), p=p / p.sum()))]
         chosen.append(category)
