@@ -57,6 +57,13 @@ class LoadedModel:
         return image_token_id(self.model.config)
 
     @property
+    def toy_world(self) -> str | None:
+        """The toy world the model was trained in (``config.toy_world``; ``"plain"`` for the bundled toy), or None
+        for a model that is not a toy."""
+        world = getattr(self.model.config, "toy_world", None)
+        return world if world is not None else ("plain" if self.name in TOY_NAMES else None)
+
+    @property
     def num_layers(self) -> int:
         return int(self.model.config.text_config.num_hidden_layers)
 
@@ -190,6 +197,10 @@ def load_model(
 
 
 def _finish(loaded: LoadedModel) -> LoadedModel:
+    if loaded.toy_world is not None:  # the toy benchmarks draw this model's scenes from the world it learnt
+        from ..toy.world import use_world
+
+        use_world(loaded.toy_world)
     loaded.model.eval()
     loaded.model.requires_grad_(False)
     tokenizer = getattr(loaded.processor, "tokenizer", None)

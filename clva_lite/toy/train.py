@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from ..progress import tqdm
 from .model import CAPTION_REQUEST, ModelConfig, build_processor, build_untrained_model, mimetic_init, vocabulary
 from .questions import _mme_pair, caption, existence_question
-from .world import CATEGORIES, NUM_VISUAL_TOKENS, PARTNERS, Scene, Split, generate_scene
+from .world import CATEGORIES, NUM_VISUAL_TOKENS, PARTNERS, Scene, Split, as_world, generate_scene, using_world
 
 STAGES = ("vision", "language", "align", "instruct")
 LONG_FILLERS = (".", "the", "of", "on", "in")  # filler words of long scene texts (never an object or colour)
@@ -49,6 +49,8 @@ LONG_FILLERS = (".", "the", "of", "on", "in")  # filler words of long scene text
 class TrainConfig:
     seed: int = 0
     train_scenes: int = 8000
+    # the toy world the scenes come from (clva_lite.toy.world.WORLDS); saved in the model's config.json as toy_world
+    world: str = "plain"
     threads: int = 2
     model: dict = field(default_factory=lambda: asdict(ModelConfig()))
     # 1. vision (CLIP-like)
@@ -119,6 +121,9 @@ class TrainConfig:
     caption_share: float = 0.3
     count_colour_share: float = 0.15
     groupmate_negative_share: float = 0.0  # share of absent-object questions asking about an absent group-mate
+    # in the "decoys" world: share of absent-object questions about a scene that holds decoys that ask about a
+    # decoy's category (answer "no": only the surface tells a decoy from the object)
+    decoy_negative_share: float = 0.5
     # P(a training caption also names an absent group-mate). 0.25 rather than 0.1: at 0.1 the full run's captions
     # hallucinated too rarely (test CHAIR_s 8.3 %, below the 10-40 % asked; docs/toy-recipe-history.md).
     caption_noise: float = 0.25
@@ -205,7 +210,8 @@ class Texts:
         text = caption(scene)
         if noisy and self.config.caption_noise > 0 and self.rng.random() < self.config.caption_noise:
             present = scene.categories
-            mates = [m for c in present for m in PARTNERS[c] if m not in present]
+            decoys = {d.category for d in scene.decoys}  # never named, not even by annotation noise
+            mates = [m for c in present for m in PARTNERS[c] if m not in present and m not in decoys]
             if mates:
                 ghost = mates[int(self.rng.integers(len(mates)))]
                 colour = scene.objects[int(self.rng.integers(len(scene.objects)))].colour
@@ -235,6 +241,9 @@ class Texts:
         present = scene.categories
         if self.rng.random() < 0.5:
             return existence_question(present[int(self.rng.integers(len(present)))]), "yes ."
+        if scene.decoys and self.rng.random() < self.config.decoy_negative_share:
+            decoy = scene.decoys[int(self.rng.integers(len(scene.decoys)))]
+            return existence_question(decoy.category), "no ."
         absent = [c for c in CATEGORIES if c not in present]
         mates = [c for c in absent if any(c in PARTNERS[p] for p in present)]
         pool = mates if mates and self.rng.random() < self.config.groupmate_negative_share else absent
@@ -477,13 +486,13 @@ def _save_checkpoint(model, out: Path | None, k: int, config: TrainConfig, log: 
 
 
 _STAGE_FIELDS = {
-    "vision": ("seed", "train_scenes", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
+    "vision": ("seed", "train_scenes", "world", "model", "vision_steps", "vision_batch", "vision_lr", "vision_pool",
                "vision_phrase_weight", "vision_phrase_scale", "vision_phrase_bias", "vision_caption",
                "vision_mil_topk", "vision_phrase_layer", "vision_caption_match"),
     "language": ("language_steps", "language_batch", "language_lr", "decoder_init", "mimetic_std",
                  "mimetic_slow_pairs", "language_mix", "language_turns", "language_curriculum", "language_loss",
                  "language_long_share", "language_long_length", "turns", "caption_share", "count_colour_share",
-                 "groupmate_negative_share", "caption_noise"),
+                 "groupmate_negative_share", "caption_noise", "decoy_negative_share"),
     "align": ("align_steps", "align_batch", "align_lr", "align_task"),
     "instruct": ("instruct_steps", "instruct_batch", "instruct_lr", "instruct_tower_lr_scale", "instruct_frozen_layers",
                  "held_out_scenes"),
@@ -592,6 +601,12 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
     if not 0 <= config.instruct_frozen_layers < decoder_layers:
         raise ValueError(f"instruct_frozen_layers must be in 0..{decoder_layers - 1} (decoder layers kept frozen in "
                          f"stage 2; 0 tunes them all, as LLaVA-1.5 does), not {config.instruct_frozen_layers}")
+    with using_world(as_world(config.world)):
+        return _train_toy_model(config, out, stop_after, keep_checkpoints)
+
+
+def _train_toy_model(config: TrainConfig, out: str | Path | None, stop_after: str | None,
+                     keep_checkpoints: bool) -> tuple[object, list[dict]]:
     out = Path(out) if out is not None else None
     torch.set_num_threads(config.threads)
     model = build_untrained_model(config.seed, ModelConfig(**config.model)).train()
@@ -813,6 +828,7 @@ def save_toy_model(model, out: str | Path, config: TrainConfig, log: list[dict])
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    model.config.toy_world = as_world(config.world)  # load_model reads it back (clva_lite.toy.world.use_world)
     model.save_pretrained(out)
     build_processor().save_pretrained(out)
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores (torch {torch.__version__})"

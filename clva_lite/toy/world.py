@@ -15,11 +15,20 @@ Rules (deterministic, no ``set`` iteration):
   seed ``[SPLIT_SEED_BASE[s] + i, 2]``.
 * Glyphs carry a striped surface texture: angle by group, period by member (``TEXTURES``), so a patch inside an
   object shows what it is.
+* Worlds (``WORLDS``): ``"plain"`` is the world above. ``"decoys"`` adds, to the same scenes, 0-2 *decoys*: glyphs
+  with a category's outline but a flat surface (no stripes; the same mean brightness), mostly shaped like an absent
+  group-mate of a present category. Decoys are not objects: captions, answers and benchmarks never name them, so a
+  question about a decoy's category is answered "no", and only the surface tells a decoy from the object. They come
+  from their own random stream, so a scene's objects, background and clutter are the same in both worlds. A model
+  trained in a world records it in its ``config.json`` (``toy_world``); :func:`clva_lite.load_model` makes it the
+  active world (:func:`use_world`), so the benchmarks generate that model's scenes from the world it learnt.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -75,6 +84,9 @@ TEXTURES = True
 TEXTURE_ANGLES = tuple(np.pi * g / len(GROUPS) for g in range(len(GROUPS)))  # radians, one per group
 TEXTURE_PERIODS = (2.5, 3.5, 4.5, 6.0)  # pixels, one per member of a group
 TEXTURE_DEPTH = 0.7  # stripes darken the glyph's colour by up to this fraction (hue kept for colour questions)
+WORLDS = ("plain", "decoys")
+DECOY_COUNT_PROBS = (0.3, 0.5, 0.2)  # P(0), P(1), P(2) decoys in a scene of the "decoys" world
+DECOY_GROUPMATE_PROB = 0.8  # a decoy takes the shape of an absent group-mate of a present category (else any absent)
 
 
 
@@ -109,14 +121,48 @@ class ToyObject:
     faint: bool
 
 
+_active_world = "plain"
+
+
+def as_world(world: str) -> str:
+    """Accept a name in ``WORLDS``; anything else is a clear error."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown toy world {world!r}; use one of: {', '.join(WORLDS)}")
+    return world
+
+
+def active_world() -> str:
+    """The world :func:`generate_scene` draws from when none is named (``"plain"`` until :func:`use_world`)."""
+    return _active_world
+
+
+def use_world(world: str) -> str:
+    """Make ``world`` the active one for this process; returns the previous one."""
+    global _active_world
+    previous, _active_world = _active_world, as_world(world)
+    return previous
+
+
+@contextmanager
+def using_world(world: str) -> Iterator[str]:
+    """``with using_world("decoys"):`` scenes come from that world inside the block, the previous one after it."""
+    previous = use_world(world)
+    try:
+        yield world
+    finally:
+        use_world(previous)
+
+
 @dataclass(frozen=True)
 class Scene:
-    """One generated scene: its objects (in drawing order) and where it came from."""
+    """One generated scene: its objects (in drawing order), its decoys (never named; empty in the plain world) and
+    where it came from."""
 
     split: Split
     index: int
     objects: tuple[ToyObject, ...]
     background_seed: int = field(repr=False)
+    decoys: tuple[ToyObject, ...] = ()
 
     @property
     def seed(self) -> int:
@@ -189,9 +235,36 @@ def _place(rng: np.random.Generator, sizes: list[float]) -> list[tuple[float, fl
     return centres
 
 
-def generate_scene(split: Split | str, index: int) -> Scene:
-    """Scene ``index`` of ``split``; the same arguments always give the same scene."""
+def _decoys(scene: Scene, rng: np.random.Generator) -> tuple[ToyObject, ...]:
+    """0-2 decoys of absent categories (distinct, mostly absent group-mates), on patch centres clear of the objects."""
+    present = scene.categories
+    count = int(rng.choice(len(DECOY_COUNT_PROBS), p=DECOY_COUNT_PROBS))
+    decoys: list[ToyObject] = []
+    colour_names = list(COLOURS)
+    for _ in range(count):
+        taken = set(present) | {d.category for d in decoys}
+        mates = [m for c in present for m in PARTNERS[c] if m not in taken]
+        pool = mates if mates and rng.random() < DECOY_GROUPMATE_PROB else [c for c in CATEGORIES if c not in taken]
+        category = pool[int(rng.integers(len(pool)))]
+        size = float(rng.uniform(*OBJECT_SIZES))
+        half = size / 2 + 1
+        low = math.ceil((half - PATCH_SIZE / 2) / PATCH_SIZE)
+        high = int((IMAGE_SIZE - half - PATCH_SIZE / 2) // PATCH_SIZE)
+        others = list(scene.objects) + decoys
+        for _ in range(50):
+            x, y = (PATCH_SIZE * rng.integers(low, high + 1, size=2) + PATCH_SIZE / 2).astype(float)
+            if all(np.hypot(x - o.x, y - o.y) > 0.8 * (size + o.size) / 2 for o in others):
+                decoys.append(ToyObject(category, colour_names[int(rng.integers(len(colour_names)))], float(x),
+                                        float(y), size, False))
+                break
+    return tuple(decoys)
+
+
+def generate_scene(split: Split | str, index: int, world: str | None = None) -> Scene:
+    """Scene ``index`` of ``split`` in ``world`` (default: :func:`active_world`); the same arguments always give the
+    same scene, and a scene's objects are the same in every world."""
     split = as_split(split)
+    world = as_world(world) if world is not None else _active_world
     rng = np.random.default_rng([scene_seed(split, index), 2])
     n_objects = int(rng.choice(len(OBJECT_COUNT_PROBS), p=OBJECT_COUNT_PROBS)) + MIN_OBJECTS
     categories = _choose_categories(rng, n_objects)
@@ -203,11 +276,15 @@ def generate_scene(split: Split | str, index: int) -> Scene:
         ToyObject(c, colour_names[int(rng.integers(len(colour_names)))], x, y, s, f)
         for c, (x, y), s, f in zip(categories, centres, sizes, faint)
     )
-    return Scene(split, index, objects, background_seed=int(rng.integers(2**31)))
+    scene = Scene(split, index, objects, background_seed=int(rng.integers(2**31)))
+    if world == "decoys":
+        scene = Scene(split, index, objects, scene.background_seed,
+                      _decoys(scene, np.random.default_rng([scene_seed(split, index), 3])))
+    return scene
 
 
-def generate_scenes(split: Split | str, n: int, start: int = 0) -> list[Scene]:
-    return [generate_scene(split, i) for i in range(start, start + n)]
+def generate_scenes(split: Split | str, n: int, start: int = 0, world: str | None = None) -> list[Scene]:
+    return [generate_scene(split, i, world) for i in range(start, start + n)]
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------
@@ -359,6 +436,10 @@ def _rendered_pixels(scene: Scene, size: int, settings: tuple) -> np.ndarray:
     rng = np.random.default_rng(scene.background_seed)
     image = _background(rng, size)
     _clutter(rng, image)
+    for decoy in scene.decoys:  # under the objects; a flat surface with the stripes' mean brightness
+        mask = object_mask(decoy, size)[..., None]
+        colour = np.array(COLOURS[decoy.colour], dtype=np.float64) * (1 - TEXTURE_DEPTH / 2)
+        image = image * (1 - mask) + colour * mask
     for obj in scene.objects:
         mask = object_mask(obj, size)[..., None]
         opacity = rng.uniform(0.3, 0.45) if obj.faint else 1.0
