@@ -12,6 +12,9 @@ def test_a_fixed_anchor_rejects_anchors_it_cannot_scale():
         FixedAnchor(torch.zeros(2, 4), 1.0, [3])
     with pytest.raises(ValueError, match=r"\(batch, V\)"):
         FixedAnchor(torch.ones(4), 1.0, [3])
+    anchor = torch.tensor([[0.0, 0.0], [0.5, 1.0]])
+    bias = FixedAnchor(anchor, 2.0, [3], empty_rows=True)._bias  # a row of zeros: no bias for that prompt
+    assert torch.equal(bias, torch.tensor([[[0.0, 0.0]], [[1.0, 2.0]]]))
 
 
 def test_oracle_steering_reports_the_stock_model_and_every_setting(toy):
@@ -47,3 +50,20 @@ def test_the_diagnose_command_prints_the_oracle_table(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:3] == ["anchor", "alpha", "f1"]
     assert [line.split()[0] for line in lines[1:]] == ["none", "objects", "background"]
+
+
+def test_in_the_decoy_world_the_oracle_also_steers_toward_decoys_and_counts_their_false_yes(toy):
+    from clva_lite.toy import pope_questions
+    from clva_lite.toy.world import generate_scene, using_world
+
+    with using_world("decoys"):
+        table = oracle_steering(toy, scenes=6, alphas=(5.0,))
+        negatives = [q for q in pope_questions("calibration", 6, "adversarial") if q.label == "no"]
+        expected = sum(q.category in {d.category for d in generate_scene("calibration", q.scene_index).decoys}
+                       for q in negatives)
+    assert list(table["anchor"]) == ["none (stock)", "objects", "background", "decoys"]
+    assert expected > 0 and (table["decoy_negatives"] == expected).all()
+    assert (table["false_yes_decoy_negatives"] <= table["false_yes"]).all()
+    assert list(oracle_steering(toy, scenes=1, alphas=(1.0,))["anchor"]) == ["none (stock)", "objects", "background"]
+    with pytest.raises(ValueError, match="unknown oracle targets"):
+        oracle_steering(toy, scenes=1, targets=("sky",))

@@ -329,3 +329,33 @@ def test_a_run_stopped_mid_stage_resumes_to_the_same_weights(tmp_path, monkeypat
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     assert [s["final_loss"] for s in resumed_log] == [s["final_loss"] for s in whole_log]
+
+
+def test_a_decoy_world_run_records_its_world_and_load_model_activates_it(tiny_run, tmp_path):
+    from clva_lite.toy.world import active_world, generate_scene
+
+    out, config, _, _ = tiny_run
+    decoys = TrainConfig.from_dict({**config.__dict__, "world": "decoys"})
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "0-vision.pt").symlink_to(out / "checkpoints" / "0-vision.pt")
+    with pytest.raises(ValueError, match="another config"):  # a plain-world stage is not reused in another world
+        train_toy_model(decoys, out=tmp_path)
+    run = tmp_path / "decoys"
+    train_toy_model(decoys, out=run)
+    assert active_world() == "plain"  # training leaves the process's world as it was
+    assert json.loads((run / "config.json").read_text())["toy_world"] == "decoys"
+    loaded = clva_lite.load_model(str(run), device="cpu")
+    try:
+        assert loaded.toy_world == "decoys" and active_world() == "decoys"
+        assert generate_scene("calibration", 0) == generate_scene("calibration", 0, "decoys")
+        assert clva_lite.load_model("toy").toy_world == "plain" and active_world() == "plain"
+    finally:
+        w2.use_world("plain")
+    scene = next(s for i in range(40) if (s := generate_scene("train", i, "decoys")).decoys)
+    texts = Texts(np.random.default_rng(0), TrainConfig(world="decoys", caption_share=0.0, count_colour_share=0.0,
+                                                         caption_noise=1.0))
+    asked = [texts.question(scene) for _ in range(400)]
+    about_decoys = [a for q, a in asked if q.split()[-1] in {d.category for d in scene.decoys}]
+    assert len(about_decoys) > 50 and set(about_decoys) == {"no ."}
+    captions = [texts.caption(scene) for _ in range(100)]
+    assert not any(d.category in c.split() for c in captions for d in scene.decoys)

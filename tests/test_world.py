@@ -175,3 +175,64 @@ def test_a_rendered_scene_is_a_fresh_copy_each_time():
     assert second is not first
     assert np.array_equal(np.asarray(second), uncached)
     assert not np.array_equal(np.asarray(first), uncached)
+
+
+def test_the_decoy_world_adds_unnamed_decoys_and_keeps_every_object():
+    with_decoys = [generate_scene("calibration", i, "decoys") for i in range(300)]
+    plain = [generate_scene("calibration", i, "plain") for i in range(300)]
+    counts = [len(s.decoys) for s in with_decoys]
+    assert set(counts) == {0, 1, 2} and 0.6 < np.mean(counts) < 1.2
+    groupmates = 0
+    for scene, base in zip(with_decoys, plain):
+        assert scene.objects == base.objects and scene.background_seed == base.background_seed and not base.decoys
+        named = {d.category for d in scene.decoys}
+        assert len(named) == len(scene.decoys) and not named & set(scene.categories)  # distinct, never present
+        assert caption(scene) == caption(base)  # captions never name a decoy
+        groupmates += sum(any(d.category in PARTNERS[c] for c in scene.categories) for d in scene.decoys)
+        for decoy in scene.decoys:
+            assert decoy.x % world.PATCH_SIZE == world.PATCH_SIZE / 2 and decoy.y % world.PATCH_SIZE == 4
+    assert groupmates > 0.7 * sum(counts)
+    assert pope_questions("calibration", 50, "adversarial") == pope_questions("calibration", 50, "adversarial")
+
+
+def test_a_decoy_is_a_flat_glyph_under_the_objects():
+    scene = next(s for i in range(50) if (s := generate_scene("train", i, "decoys")).decoys)
+    with_decoys = np.asarray(scene.image(), dtype=float)
+    without = np.asarray(generate_scene("train", scene.index, "plain").image(), dtype=float)
+    decoy = scene.decoys[0]
+    inside = world.object_mask(decoy) > 0.99
+    for obj in scene.objects:
+        inside &= world.object_mask(obj) == 0
+    assert inside.sum() > 50 and np.abs(with_decoys[inside] - without[inside]).mean() > 5
+    flat = np.array(world.COLOURS[decoy.colour]) * (1 - world.TEXTURE_DEPTH / 2)
+    assert np.abs(with_decoys[inside] - flat).max() <= 1  # one colour: no stripes
+    outside = np.ones((96, 96), bool)
+    for d in scene.decoys:
+        outside &= world.object_mask(d) == 0
+    assert np.array_equal(with_decoys[outside], without[outside])
+
+
+def test_the_active_world_is_scoped_and_checked():
+    assert world.active_world() == "plain"
+    with world.using_world("decoys"):
+        assert world.active_world() == "decoys"
+        assert generate_scene("test", 3) == generate_scene("test", 3, "decoys")
+        with pytest.raises(RuntimeError):
+            with world.using_world("plain"):
+                raise RuntimeError("the block fails")
+        assert world.active_world() == "decoys"  # restored after the failing block
+    assert world.active_world() == "plain"
+    with pytest.raises(ValueError, match="unknown toy world 'fog'.*plain, decoys"):
+        generate_scene("test", 3, "fog")
+
+
+def test_the_decoy_patch_mask_marks_the_decoys_the_objects_leave_visible():
+    scene = next(s for i in range(50) if len((s := generate_scene("train", i, "decoys")).decoys) == 2)
+    mask = world.decoy_patch_mask(scene)
+    assert mask.shape == (world.NUM_VISUAL_TOKENS,) and 2 <= mask.sum() <= 2 * 16
+    assert not (mask & world.object_patch_mask(scene)).all()
+    for decoy in scene.decoys:  # a decoy's centre patch is marked unless an object hides it
+        centre = int(decoy.y // world.PATCH_SIZE) * world.GRID + int(decoy.x // world.PATCH_SIZE)
+        hidden = any(world.object_mask(o)[int(decoy.y), int(decoy.x)] > 0.5 for o in scene.objects)
+        assert mask[centre] or hidden
+    assert not world.decoy_patch_mask(generate_scene("train", scene.index, "plain")).any()

@@ -117,8 +117,8 @@ def toy_calibration_choice(loaded, *, head_prompts: int = 64, scenes: int = 60,
 
     The grid costs minutes on a CPU and notebooks 03-05 each need it: with ``cache`` the result is kept in
     ``~/.cache/clva_lite`` (``$CLVA_LITE_CACHE``) under a key made of the model folder, its weights file's size and
-    modification time, the arguments and the source of the code it runs, so a retrained model, other arguments or
-    edited code compute it anew."""
+    modification time, the arguments, the toy world the scenes come from and the source of the code it runs, so
+    a retrained model, other arguments, another world or edited code compute it anew."""
     import hashlib
     import os
     from pathlib import Path
@@ -139,8 +139,10 @@ def toy_calibration_choice(loaded, *, head_prompts: int = 64, scenes: int = 60,
         stat = weights.stat()
         package = Path(__file__).resolve().parents[1]
         code = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(package.rglob("*.py")))).hexdigest()
+        from ..toy.world import active_world
+
         key = repr((str(weights.resolve()), stat.st_size, stat.st_mtime_ns, head_prompts, scenes, tuple(alphas),
-                    tuple(betas), str(loaded.device), code))
+                    tuple(betas), str(loaded.device), code, active_world()))
         folder = Path(os.environ.get("CLVA_LITE_CACHE", Path.home() / ".cache" / "clva_lite"))
         path = folder / f"calibration-choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
         if path.exists():

@@ -116,7 +116,7 @@ def evaluate_variant(name: str, *, pope_scenes: int = 64, n_prompts: int = 96, n
                         for s in training.get("stages", [])],
            "train_seconds": round(sum(s["seconds"] for s in training.get("stages", [])), 1),
            # rows measured before the striped glyphs predate the glyph textures (world.TEXTURES) and lack this field
-           "glyph_textures": None if name == "v1" else toy_world.TEXTURES, **result}
+           "glyph_textures": None if name == "v1" else toy_world.TEXTURES, "world": loaded.toy_world, **result}
     table = Path(table or TABLE)
     rows = json.loads(table.read_text()) if table.exists() else []
     rows = [r for r in rows if r["name"] != name] + [row]

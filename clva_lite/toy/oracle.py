@@ -5,7 +5,10 @@ answer is known: each scene's object patches. :func:`oracle_steering` replaces A
 complement, the background, as a control) and adds ``alpha`` to those patches' logits in every deep-band head, the
 bias CLVA's ``"logit"`` mode adds at A⁺'s strongest patch. If even this changes few answers, no anchor can help the
 model; if it changes many but the background control changes them as much, deep steering acts as a lever on "yes"
-rather than as a check of the asked object.
+rather than as a check of the asked object. In the decoy world (``clva_lite.toy.world``) a third target, the
+scene's decoys, shows whether attention on a decoy turns a "no" into a false "yes" (scenes without a decoy get no
+bias), and each row splits the false "yes" between negatives with a decoy of the asked category in the scene and
+the other negatives.
 
     python -m clva_lite.toy.diagnose oracle toy --scenes 60
 
@@ -28,9 +31,9 @@ from ..attention.function import attached
 from ..eval.benchmarks.pope import pope_metrics
 from ..progress import tqdm
 from .questions import pope_questions
-from .world import generate_scene
+from .world import decoy_patch_mask, generate_scene
 
-TARGETS = ("objects", "background")
+TARGETS = ("objects", "background", "decoys")
 
 
 class FixedAnchor:
@@ -42,10 +45,13 @@ class FixedAnchor:
 
     needs_visual_share = False
 
-    def __init__(self, anchor: torch.Tensor, alpha: float, layers: Sequence[int]):
-        if anchor.ndim != 2 or bool((anchor < 0).any()) or bool((anchor.amax(-1) <= 0).any()):
-            raise ValueError("anchor must be (batch, V), non-negative, with a positive weight in every row")
-        self._bias = (alpha * anchor / anchor.amax(-1, keepdim=True)).unsqueeze(1)  # (batch, 1, V)
+    def __init__(self, anchor: torch.Tensor, alpha: float, layers: Sequence[int], *, empty_rows: bool = False):
+        """``empty_rows``: rows of zeros are allowed (those prompts get no bias)."""
+        if anchor.ndim != 2 or bool((anchor < 0).any()) or (not empty_rows and bool((anchor.amax(-1) <= 0).any())):
+            raise ValueError("anchor must be (batch, V), non-negative, with a positive weight in every row"
+                             + ("" if empty_rows else " (empty_rows=True lets a row of zeros mean no bias)"))
+        peak = anchor.amax(-1, keepdim=True)
+        self._bias = (alpha * anchor / peak.where(peak > 0, torch.ones_like(peak))).unsqueeze(1)  # (batch, 1, V)
         self._layers = set(layers)
 
     def begin_step(self, step: int, prompt: int) -> None:
@@ -68,10 +74,18 @@ class FixedAnchor:
 
 
 def oracle_steering(loaded, *, scenes: int = 60, alphas: Sequence[float] = (1.0, 2.0, 5.0),
-                    targets: Sequence[str] = TARGETS, batch_size: int = 32) -> pd.DataFrame:
+                    targets: Sequence[str] | None = None, batch_size: int = 32) -> pd.DataFrame:
     """POPE-adversarial questions about calibration scenes ``0..scenes-1``, answered from the first token (the
     "yes" logit against the "no" logit) by the stock model and with each oracle anchor at each ``alpha`` on the
-    default deep band. One row per setting: F1, "yes" ratio, false and true "yes" counts, answers changed."""
+    default deep band. ``targets``: default objects and background, and decoys when the scenes hold any. One row
+    per setting: F1, "yes" ratio, false and true "yes" counts, false "yes" among the negatives whose category is a
+    decoy in the scene (and their number), answers changed."""
+    questions = pope_questions("calibration", scenes, "adversarial")
+    scene_of = [generate_scene("calibration", q.scene_index) for q in questions]
+    decoy_negative = np.array([q.label == "no" and q.category in {d.category for d in scene.decoys}
+                               for q, scene in zip(questions, scene_of)])
+    if targets is None:
+        targets = TARGETS if any(scene.decoys for scene in scene_of) else TARGETS[:2]
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         raise ValueError(f"unknown oracle targets {unknown}; use any of {TARGETS}")
@@ -79,23 +93,23 @@ def oracle_steering(loaded, *, scenes: int = 60, alphas: Sequence[float] = (1.0,
     tokenizer = loaded.processor.tokenizer
     yes, no = _answer_token(tokenizer, "yes"), _answer_token(tokenizer, "no")
     deep = CLVAConfig().layers(loaded.num_layers)["deep"]
-    questions = pope_questions("calibration", scenes, "adversarial")
     labels = [q.label for q in questions]
-    masks = object_patch_masks([generate_scene("calibration", q.scene_index) for q in questions]).float()
+    masks = {"objects": object_patch_masks(scene_of).float()}
+    masks["background"] = 1 - masks["objects"]
+    masks["decoys"] = torch.as_tensor(np.stack([decoy_patch_mask(scene) for scene in scene_of])).float()
 
     def says_yes(alpha: float, target: str) -> np.ndarray:
         answers = []
         for start in tqdm(range(0, len(questions), batch_size), desc=f"{target}, alpha={alpha:g}", leave=False):
             batch = questions[start:start + batch_size]
-            inputs = loaded.inputs([generate_scene("calibration", q.scene_index).image() for q in batch],
+            inputs = loaded.inputs([scene.image() for scene in scene_of[start:start + batch_size]],
                                    [q.text for q in batch])
-            anchor = masks[start:start + batch_size]
-            anchor = anchor if target == "objects" else 1 - anchor
+            anchor = masks[target][start:start + batch_size]
             with torch.no_grad():
                 if alpha == 0:
                     logits = model(**inputs).logits[:, -1]
                 else:
-                    with attached(model, intervention=FixedAnchor(anchor, alpha, deep)):
+                    with attached(model, intervention=FixedAnchor(anchor, alpha, deep, empty_rows=True)):
                         logits = model(**inputs).logits[:, -1]
             answers += (logits[:, yes] > logits[:, no]).tolist()
         return np.array(answers)
@@ -104,7 +118,8 @@ def oracle_steering(loaded, *, scenes: int = 60, alphas: Sequence[float] = (1.0,
         scores = pope_metrics(["yes" if a else "no" for a in answers], labels)
         return {"anchor": name, "alpha": alpha, "f1": scores["f1"], "yes_ratio": scores["yes_ratio"],
                 "false_yes": int(scores["fp"]), "true_yes": int(scores["tp"]),
-                "answers_changed": int((answers != stock).sum())}
+                "false_yes_decoy_negatives": int(answers[decoy_negative].sum()),
+                "decoy_negatives": int(decoy_negative.sum()), "answers_changed": int((answers != stock).sum())}
 
     stock = says_yes(0.0, "objects")
     rows = [row("none (stock)", 0.0, stock, stock)]

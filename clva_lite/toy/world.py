@@ -475,3 +475,15 @@ def patch_labels(scene: Scene, patch_size: int = PATCH_SIZE, min_pixels: float =
 def object_patch_mask(scene: Scene) -> np.ndarray:
     """(V,) bool, row-major: patches covered by a visible object."""
     return patch_labels(scene)[0].reshape(-1) < len(CATEGORIES)
+
+
+def decoy_patch_mask(scene: Scene, patch_size: int = PATCH_SIZE, min_pixels: float = 6.0) -> np.ndarray:
+    """(V,) bool, row-major: patches where at least ``min_pixels`` of a decoy show (not hidden by an object); all
+    False in the plain world."""
+    grid = IMAGE_SIZE // patch_size
+    shown = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
+    for decoy in scene.decoys:
+        shown |= object_mask(decoy) > 0.5
+    for obj in scene.objects:
+        shown &= object_mask(obj) <= 0.5
+    return (shown.reshape(grid, patch_size, grid, patch_size).sum((1, 3)) >= min_pixels).reshape(-1)
