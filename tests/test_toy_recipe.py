@@ -359,3 +359,16 @@ def test_a_decoy_world_run_records_its_world_and_load_model_activates_it(tiny_ru
     assert len(about_decoys) > 50 and set(about_decoys) == {"no ."}
     captions = [texts.caption(scene) for _ in range(100)]
     assert not any(d.category in c.split() for c in captions for d in scene.decoys)
+
+
+def test_the_train_command_passes_the_world_on(monkeypatch):
+    from clva_lite.toy import __main__ as toy_cli
+    from clva_lite.toy import train as recipe
+
+    seen = {}
+    monkeypatch.setattr(recipe, "main_train", lambda out, **kwargs: seen.update(out=out, **kwargs))
+    toy_cli.main(["train", "--out", "somewhere", "--world", "decoys", "--config-json", '{"instruct_frozen_layers": 8}'])
+    assert seen["out"] == "somewhere"
+    assert json.loads(seen["config_json"]) == {"instruct_frozen_layers": 8, "world": "decoys"}
+    with pytest.raises(SystemExit):
+        toy_cli.main(["train", "--world", "fog"])

@@ -13,6 +13,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--quick", action="store_true", help="a ~1 minute run for tests and the recipe notebook")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--config-json", default=None, help="TrainConfig fields to override, as JSON")
+    train.add_argument("--world", default=None, choices=("plain", "decoys"),
+                       help="the toy world to train in (default: plain; docs/toy.md, 'Worlds')")
     card = commands.add_parser("card", help="evaluate a trained toy model on the test split and write its card")
     card.add_argument("--model", default="data/toy-llava")
     card.add_argument("--scenes", type=int, default=300, help="test scenes per benchmark (default 300)")
@@ -21,9 +23,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "train":
+        import json
+
         from .train import main_train
 
-        main_train(args.out, quick=args.quick, seed=args.seed, config_json=args.config_json)
+        overrides = json.loads(args.config_json) if args.config_json else {}
+        if args.world is not None:
+            overrides["world"] = args.world
+        main_train(args.out, quick=args.quick, seed=args.seed, config_json=json.dumps(overrides) if overrides else None)
     else:
         from .card import rescore_model_card, write_model_card
 
