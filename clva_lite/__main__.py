@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> None:
                        help="torch CPU threads (default: torch's choice); never more than free cores when timing")
     speed = commands.add_parser("throughput", help="questions per second: the evaluator against a batch-1 loop")
     speed.add_argument("--model", default="toy", help="'toy', a hub id or a folder (default: toy)")
+    speed.add_argument("--random-weights-from-config", default=None, metavar="SHAPE",
+                       help="instead of --model: a LLaVA of this shape with random weights (llava-1.5-7b, or "
+                            "llava-tiny-576 for a CPU smoke run) asked the toy's questions; timing only")
+    speed.add_argument("--dtype", default=None, help="with --random-weights-from-config (default: float16 on CUDA)")
     speed.add_argument("--scenes", type=int, default=20, help="toy test scenes (18 POPE questions each)")
     speed.add_argument("--pope-file", default=None, help="a published POPE file instead of toy questions")
     speed.add_argument("--image-dir", default=None, help="the images of --pope-file")
@@ -132,7 +136,13 @@ def run_throughput_command(args) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    loaded = load_model(args.model, device=args.device)
+    if args.random_weights_from_config:
+        from .eval.overhead import random_weights_loaded
+
+        loaded = random_weights_loaded(args.random_weights_from_config, device=args.device,
+                                       dtype=getattr(torch, args.dtype) if args.dtype else None)
+    else:
+        loaded = load_model(args.model, device=args.device)
     if args.pope_file:
         from .eval.benchmarks import load_pope
 

@@ -159,6 +159,28 @@ def test_throughput_benchmark_times_three_ways_and_checks_they_agree(untrained, 
     assert result["prefix_passes"] >= 1
 
 
+def test_the_throughput_command_runs_a_random_weights_model_of_a_real_shape(tmp_path):
+    """LLaVA-1.5's geometry (336 px, 14 px patches: 576 visual tokens) at a tiny width, asked the toy's questions."""
+    import json
+
+    from clva_lite.__main__ import main
+    from clva_lite.eval.overhead import random_weights_loaded
+    from clva_lite.toy import existence_question, generate_scene
+    from clva_lite.toy.world import active_world
+
+    loaded = random_weights_loaded("llava-tiny-576", device="cpu")
+    inputs = loaded.inputs([generate_scene("test", 0).image()] * 2, [existence_question("star"), "is there a moon"])
+    assert int((inputs["input_ids"][0] == loaded.image_token_id).sum()) == 576
+    assert loaded.model.dtype == torch.float32 and loaded.toy_world is None and active_world() == "plain"
+    main(["throughput", "--random-weights-from-config", "llava-tiny-576", "--scenes", "1", "--device", "cpu",
+          "--out", str(tmp_path / "t.json")])
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["questions"] > 0 and result["same_answers_as_full_prompts"] == 1.0
+    assert result["cuda_peak_mib"] is None  # measured on CUDA only
+    with pytest.raises(ValueError, match="unknown shape 'llava-99b'"):
+        random_weights_loaded("llava-99b", device="cpu")
+
+
 def test_a_store_over_its_memory_bound_drops_old_prefixes_and_stays_exact(toy):
     """With room for about two images' prefixes, a batch about four images keeps its own and drops older ones."""
     items = question_items(pope_questions("test", 6, "adversarial"))

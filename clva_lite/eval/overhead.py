@@ -31,7 +31,19 @@ LLAVA_15_7B = {
     "image_token_index": 32000, "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
     "image_seq_length": 576,
 }
-SHAPES = {"llava-1.5-7b": LLAVA_15_7B}
+# A few-million-parameter LLaVA of the same structure (CLIP 336 px / 14 px patches, 576 visual tokens, Llama), for
+# smoke runs of the random-weights commands on a CPU; its timings say nothing about 7B.
+LLAVA_TINY_576 = {
+    "vision_config": {"model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 128,
+                      "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 336, "patch_size": 14,
+                      "projection_dim": 64},
+    "text_config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+                    "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 32064,
+                    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
+    "image_token_index": 32000, "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
+    "image_seq_length": 576,
+}
+SHAPES = {"llava-1.5-7b": LLAVA_15_7B, "llava-tiny-576": LLAVA_TINY_576}
 
 
 def random_weights_model(shape: str = "llava-1.5-7b", *, device="cuda", dtype=torch.float16):
@@ -54,6 +66,39 @@ def random_weights_model(shape: str = "llava-1.5-7b", *, device="cuda", dtype=to
               "pixel_values": torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(
                   device, dtype)}
     return model, inputs
+
+
+def random_weights_loaded(shape: str = "llava-1.5-7b", *, device=None, dtype=None):
+    """A :class:`~clva_lite.models.loading.LoadedModel` of a known shape with random weights that takes the toy's
+    questions: the toy's word-level tokenizer and chat template, and a CLIP image processor at the shape's resolution
+    (toy scenes are upscaled to it, 576 visual tokens for LLaVA-1.5). For timing the evaluator at a real shape without
+    downloading anything (``python -m clva_lite throughput --random-weights-from-config llava-1.5-7b`` on a GPU); its
+    answers are noise. ``device`` defaults as in ``load_model``; ``dtype`` to float16 on CUDA, float32 elsewhere."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    from ..models.loading import LoadedModel, _finish, default_device
+    from ..toy.model import CHAT_TEMPLATE, CLIPImageProcessorPil, build_tokenizer, vocabulary
+
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype if dtype is not None else (torch.float16 if device.type == "cuda" else torch.float32)
+    words = vocabulary()
+    config = LlavaConfig(**{**SHAPES[shape], "image_token_index": words.index("<image>")})
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(config.text_config, name, words.index({"bos_token_id": "<s>", "eos_token_id": "</s>",
+                                                       "pad_token_id": "<pad>"}[name]))
+    with torch.device(device):
+        model = LlavaForConditionalGeneration(config).to(dtype).eval()
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    vision = config.vision_config
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": vision.image_size},
+                                            crop_size={"height": vision.image_size, "width": vision.image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=build_tokenizer(),
+                               patch_size=vision.patch_size, vision_feature_select_strategy="default",
+                               num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
+    return _finish(LoadedModel(model, processor, "llava", f"random weights, {shape} shape"))
 
 
 @contextmanager

@@ -30,14 +30,18 @@ def batch1_loop(loaded, method: Method, items: Sequence[Item], max_new_tokens: i
     return answers
 
 
-def _timed(function):
-    if torch.cuda.is_available():
+def _timed(function) -> tuple:
+    """(result, seconds, peak allocated CUDA memory in MiB during the call, or None without CUDA)."""
+    cuda = torch.cuda.is_available()
+    if cuda:
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     result = function()
-    if torch.cuda.is_available():
+    if cuda:
         torch.cuda.synchronize()
-    return result, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return result, seconds, torch.cuda.max_memory_allocated() / 2**20 if cuda else None
 
 
 def measure_throughput(loaded, items: Sequence[Item], *, method: Method | None = None, batch_size: int = 64,
@@ -47,14 +51,14 @@ def measure_throughput(loaded, items: Sequence[Item], *, method: Method | None =
     its prefixes computed inside the timed run). Also whether they gave the same answers."""
     method = method or vanilla()
     loop_set = list(items[:loop_items] if loop_items else items)
-    loop_answers, loop_seconds = _timed(lambda: batch1_loop(loaded, method, loop_set, max_new_tokens))
-    full, full_seconds = _timed(lambda: run_items(loaded, method, items, batch_size=batch_size,
-                                                  max_new_tokens=max_new_tokens, shared_prefix=False,
-                                                  desc="batched full prompts"))
+    loop_answers, loop_seconds, loop_peak = _timed(lambda: batch1_loop(loaded, method, loop_set, max_new_tokens))
+    full, full_seconds, full_peak = _timed(lambda: run_items(loaded, method, items, batch_size=batch_size,
+                                                             max_new_tokens=max_new_tokens, shared_prefix=False,
+                                                             desc="batched full prompts"))
     store = SharedPrefixes(loaded)
-    shared, shared_seconds = _timed(lambda: run_items(loaded, method, items, batch_size=batch_size,
-                                                      max_new_tokens=max_new_tokens, shared_prefix=store,
-                                                      desc="evaluator"))
+    shared, shared_seconds, shared_peak = _timed(lambda: run_items(loaded, method, items, batch_size=batch_size,
+                                                                   max_new_tokens=max_new_tokens, shared_prefix=store,
+                                                                   desc="evaluator"))
     rate = {"batch1_loop": len(loop_set) / loop_seconds, "batched_full_prompts": len(items) / full_seconds,
             "evaluator": len(items) / shared_seconds}
     shared_answers = [r["response"] for r in shared]
@@ -69,6 +73,8 @@ def measure_throughput(loaded, items: Sequence[Item], *, method: Method | None =
         "prefix_passes": store.prefills,
         "same_answers_as_loop": sum(a == b for a, b in zip(loop_answers, shared_answers)) / len(loop_set),
         "same_answers_as_full_prompts": sum(r["response"] == a for r, a in zip(full, shared_answers)) / len(items),
+        "cuda_peak_mib": None if loop_peak is None else {  # peak allocated memory of each way, CUDA only
+            "batch1_loop": loop_peak, "batched_full_prompts": full_peak, "evaluator": shared_peak},
     }
 
 
@@ -86,4 +92,8 @@ def format_throughput(result: dict) -> str:
              f"  evaluator / batched full : {result['evaluator_vs_batched_full_prompts']:.1f}x",
              f"  same answers: {100 * result['same_answers_as_loop']:.1f} % of the loop's, "
              f"{100 * result['same_answers_as_full_prompts']:.1f} % of the batched full prompts'"]
+    if result.get("cuda_peak_mib"):
+        peak = result["cuda_peak_mib"]
+        lines.append(f"  CUDA peak memory (MiB): loop {peak['batch1_loop']:.0f}, batched full "
+                     f"{peak['batched_full_prompts']:.0f}, evaluator {peak['evaluator']:.0f}")
     return "\n".join(lines)
