@@ -190,9 +190,11 @@ def test_the_decoy_world_adds_unnamed_decoys_and_keeps_every_object():
         assert caption(scene) == caption(base)  # captions never name a decoy
         groupmates += sum(any(d.category in PARTNERS[c] for c in scene.categories) for d in scene.decoys)
         for decoy in scene.decoys:
-            assert decoy.x % world.PATCH_SIZE == world.PATCH_SIZE / 2 and decoy.y % world.PATCH_SIZE == 4
+            assert decoy.x % world.PATCH_SIZE == world.PATCH_SIZE / 2 == decoy.y % world.PATCH_SIZE
     assert groupmates > 0.7 * sum(counts)
-    assert pope_questions("calibration", 50, "adversarial") == pope_questions("calibration", 50, "adversarial")
+    with world.using_world("decoys"):  # the benchmarks' questions are the same in both worlds
+        asked_with_decoys = pope_questions("calibration", 50, "adversarial")
+    assert asked_with_decoys == pope_questions("calibration", 50, "adversarial")
 
 
 def test_a_decoy_is_a_flat_glyph_under_the_objects():
@@ -230,7 +232,7 @@ def test_the_decoy_patch_mask_marks_the_decoys_the_objects_leave_visible():
     scene = next(s for i in range(50) if len((s := generate_scene("train", i, "decoys")).decoys) == 2)
     mask = world.decoy_patch_mask(scene)
     assert mask.shape == (world.NUM_VISUAL_TOKENS,) and 2 <= mask.sum() <= 2 * 16
-    assert not (mask & world.object_patch_mask(scene)).all()
+    assert (mask & world.object_patch_mask(scene)).sum() <= mask.sum() / 2  # decoys sit clear of the objects
     for decoy in scene.decoys:  # a decoy's centre patch is marked unless an object hides it
         centre = int(decoy.y // world.PATCH_SIZE) * world.GRID + int(decoy.x // world.PATCH_SIZE)
         hidden = any(world.object_mask(o)[int(decoy.y), int(decoy.x)] > 0.5 for o in scene.objects)
