@@ -46,17 +46,28 @@ LLAVA_TINY_576 = {
 SHAPES = {"llava-1.5-7b": LLAVA_15_7B, "llava-tiny-576": LLAVA_TINY_576}
 
 
-def random_weights_model(shape: str = "llava-1.5-7b", *, device="cuda", dtype=torch.float16):
-    """A ``LlavaForConditionalGeneration`` of a known shape with random weights, and matching dummy inputs."""
+def _random_llava(shape: str, device, dtype, text_values: dict | None = None, **config_values):
+    """An eval-mode ``LlavaForConditionalGeneration`` of ``SHAPES[shape]`` with random weights (``config_values``
+    and ``text_values`` override its top-level and text configs); generation pads with the text config's pad id (0
+    when unset) and stops at its eos id."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
-    config = LlavaConfig(**SHAPES[shape])
+    text_config = {**SHAPES[shape]["text_config"], **(text_values or {})}
+    config = LlavaConfig(**{**SHAPES[shape], **config_values, "text_config": text_config})
     with torch.device(device):
         model = LlavaForConditionalGeneration(config).to(dtype).eval()
-    model.generation_config.pad_token_id = 0
+    model.generation_config.pad_token_id = config.text_config.pad_token_id or 0
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    return model
+
+
+def random_weights_model(shape: str = "llava-1.5-7b", *, device="cuda", dtype=torch.float16):
+    """A ``LlavaForConditionalGeneration`` of a known shape with random weights, and matching dummy inputs."""
+    model = _random_llava(shape, device, dtype)
     model.generation_config.eos_token_id = None
+    config = model.config
     size = config.vision_config.image_size
     n_visual = (size // config.vision_config.patch_size) ** 2
     text = torch.randint(100, 30000, (1, 40), generator=torch.Generator().manual_seed(0))
@@ -70,34 +81,20 @@ def random_weights_model(shape: str = "llava-1.5-7b", *, device="cuda", dtype=to
 
 def random_weights_loaded(shape: str = "llava-1.5-7b", *, device=None, dtype=None):
     """A :class:`~clva_lite.models.loading.LoadedModel` of a known shape with random weights that takes the toy's
-    questions: the toy's word-level tokenizer and chat template, and a CLIP image processor at the shape's resolution
-    (toy scenes are upscaled to it, 576 visual tokens for LLaVA-1.5). For timing the evaluator at a real shape without
+    questions: the toy's processor (word-level tokenizer, chat template) at the shape's image size and patch size
+    (toy scenes are upscaled: 576 visual tokens for LLaVA-1.5). For timing the evaluator at a real shape without
     downloading anything (``python -m clva_lite throughput --random-weights-from-config llava-1.5-7b`` on a GPU); its
     answers are noise. ``device`` defaults as in ``load_model``; ``dtype`` to float16 on CUDA, float32 elsewhere."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-
     from ..models.loading import LoadedModel, _finish, default_device
-    from ..toy.model import CHAT_TEMPLATE, CLIPImageProcessorPil, build_tokenizer, vocabulary
+    from ..toy.model import build_config, build_processor
 
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype if dtype is not None else (torch.float16 if device.type == "cuda" else torch.float32)
-    words = vocabulary()
-    config = LlavaConfig(**{**SHAPES[shape], "image_token_index": words.index("<image>")})
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        setattr(config.text_config, name, words.index({"bos_token_id": "<s>", "eos_token_id": "</s>",
-                                                       "pad_token_id": "<pad>"}[name]))
-    with torch.device(device):
-        model = LlavaForConditionalGeneration(config).to(dtype).eval()
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    vision = config.vision_config
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": vision.image_size},
-                                            crop_size={"height": vision.image_size, "width": vision.image_size})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=build_tokenizer(),
-                               patch_size=vision.patch_size, vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
+    toy = build_config()  # the toy tokenizer's special ids, all inside the shape's larger vocabulary
+    special = {name: getattr(toy.text_config, name) for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    model = _random_llava(shape, device, dtype, special, image_token_index=toy.image_token_index)
+    vision = model.config.vision_config
+    processor = build_processor(image_size=vision.image_size, patch_size=vision.patch_size)
     return _finish(LoadedModel(model, processor, "llava", f"random weights, {shape} shape"))
 
 

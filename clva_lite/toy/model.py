@@ -94,13 +94,15 @@ def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
     )
 
 
-def build_processor() -> LlavaProcessor:
-    """The toy's processor: CLIP-style image processor (96 px, mean/std 0.5), the tokenizer, the chat template."""
+def build_processor(image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE) -> LlavaProcessor:
+    """The toy's processor: CLIP-style image processor (96 px, mean/std 0.5), the tokenizer, the chat template.
+    Another ``image_size`` / ``patch_size`` serves a model of another geometry that takes the toy's questions
+    (:func:`clva_lite.eval.overhead.random_weights_loaded`)."""
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     return LlavaProcessor(
-        image_processor=image_processor, tokenizer=build_tokenizer(), patch_size=PATCH_SIZE,
+        image_processor=image_processor, tokenizer=build_tokenizer(), patch_size=patch_size,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,  # CLIP's CLS, dropped by "default"
         chat_template=CHAT_TEMPLATE)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
 
@@ -216,14 +216,19 @@ def _choose_categories(rng: np.random.Generator, n_objects: int) -> list[str]:
     return chosen
 
 
+def _patch_range(size: float) -> tuple[int, int]:
+    """The lowest and highest patch index (per axis) whose centre keeps a glyph of ``size`` px inside the image."""
+    half = size / 2 + 1
+    return math.ceil((half - PATCH_SIZE / 2) / PATCH_SIZE), int((IMAGE_SIZE - half - PATCH_SIZE / 2) // PATCH_SIZE)
+
+
 def _place(rng: np.random.Generator, sizes: list[float]) -> list[tuple[float, float]]:
     """Object centres, drawn until they are not too close; with ``SNAP_TO_PATCHES`` each centre is a patch centre,
     so a glyph always falls on the 8 px patch grid the same way."""
     centres: list[tuple[float, float]] = []
     for size in sizes:
         half = size / 2 + 1
-        low = math.ceil((half - PATCH_SIZE / 2) / PATCH_SIZE)
-        high = int((IMAGE_SIZE - half - PATCH_SIZE / 2) // PATCH_SIZE)
+        low, high = _patch_range(size)
         for _ in range(200):
             if SNAP_TO_PATCHES:
                 x, y = (PATCH_SIZE * rng.integers(low, high + 1, size=2) + PATCH_SIZE / 2).astype(float)
@@ -247,9 +252,7 @@ def _decoys(scene: Scene, rng: np.random.Generator) -> tuple[ToyObject, ...]:
         pool = mates if mates and rng.random() < DECOY_GROUPMATE_PROB else [c for c in CATEGORIES if c not in taken]
         category = pool[int(rng.integers(len(pool)))]
         size = float(rng.uniform(*OBJECT_SIZES))
-        half = size / 2 + 1
-        low = math.ceil((half - PATCH_SIZE / 2) / PATCH_SIZE)
-        high = int((IMAGE_SIZE - half - PATCH_SIZE / 2) // PATCH_SIZE)
+        low, high = _patch_range(size)
         others = list(scene.objects) + decoys
         for _ in range(50):
             x, y = (PATCH_SIZE * rng.integers(low, high + 1, size=2) + PATCH_SIZE / 2).astype(float)
@@ -278,8 +281,7 @@ def generate_scene(split: Split | str, index: int, world: str | None = None) -> 
     )
     scene = Scene(split, index, objects, background_seed=int(rng.integers(2**31)))
     if world == "decoys":
-        scene = Scene(split, index, objects, scene.background_seed,
-                      _decoys(scene, np.random.default_rng([scene_seed(split, index), 3])))
+        return replace(scene, decoys=_decoys(scene, np.random.default_rng([scene_seed(split, index), 3])))
     return scene
 
 
