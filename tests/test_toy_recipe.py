@@ -106,6 +106,26 @@ def test_instruct_keeps_the_lower_decoder_layers_frozen_when_asked(tiny_run, tmp
             train_toy_model(TrainConfig.from_dict({**config.__dict__, "instruct_frozen_layers": bad}))
 
 
+def test_instruct_tunes_only_queries_and_keys_of_the_frozen_layers_listed(tiny_run, tmp_path):
+    out, config, _, _ = tiny_run
+    aligned = torch.load(out / "checkpoints" / "2-align.pt", weights_only=False)["state_dict"]
+    run = tmp_path / "query-key"
+    (run / "checkpoints").mkdir(parents=True)
+    for k, stage in enumerate(STAGES[:3]):
+        (run / "checkpoints" / f"{k}-{stage}.pt").symlink_to(out / "checkpoints" / f"{k}-{stage}.pt")
+    tuned = dict(instruct_frozen_layers=6, instruct_query_key_layers=[2, 4])
+    model, _ = train_toy_model(TrainConfig.from_dict({**config.__dict__, **tuned}), out=run)
+    after = model.state_dict()
+    moved = {k.split("language_model.layers.")[1] for k, v in aligned.items()
+             if "language_model.layers." in k and not after[k].equal(v)}
+    below = {name for name in moved if int(name.split(".")[0]) < 6}
+    assert below == {f"{k}.self_attn.{proj}.weight" for k in (2, 4) for proj in ("q_proj", "k_proj")}, sorted(below)
+    assert {int(name.split(".")[0]) for name in moved} == {2, 4, *range(6, 16)}
+    for bad in ([6], [-1], [3, 9]):
+        with pytest.raises(ValueError, match="instruct_query_key_layers"):
+            train_toy_model(TrainConfig.from_dict({**config.__dict__, **tuned, "instruct_query_key_layers": bad}))
+
+
 def test_cosine_schedule_scales_a_parameter_group_by_its_lr_scale():
     from clva_lite.toy.train import _cosine_lr
 

@@ -117,6 +117,10 @@ class TrainConfig:
     # k > 0: decoder layers 0..k-1 stay as the language stage left them in stage 2 (projector and layers k.. are
     # trained), so the image has to be read by the upper layers; 0: the whole decoder is tuned, as in LLaVA-1.5
     instruct_frozen_layers: int = 0
+    # frozen layers (< instruct_frozen_layers) whose attention query and key projections are tuned in stage 2 all the
+    # same: their heads can learn where to look in the image while what they write (values, outputs, MLPs) stays as
+    # the language stage left it
+    instruct_query_key_layers: tuple = ()
     turns: int = 3
     caption_share: float = 0.3
     count_colour_share: float = 0.15
@@ -495,7 +499,7 @@ _STAGE_FIELDS = {
                  "groupmate_negative_share", "caption_noise", "decoy_negative_share"),
     "align": ("align_steps", "align_batch", "align_lr", "align_task"),
     "instruct": ("instruct_steps", "instruct_batch", "instruct_lr", "instruct_tower_lr_scale", "instruct_frozen_layers",
-                 "held_out_scenes"),
+                 "instruct_query_key_layers", "held_out_scenes"),
 }
 
 
@@ -601,6 +605,10 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
     if not 0 <= config.instruct_frozen_layers < decoder_layers:
         raise ValueError(f"instruct_frozen_layers must be in 0..{decoder_layers - 1} (decoder layers kept frozen in "
                          f"stage 2; 0 tunes them all, as LLaVA-1.5 does), not {config.instruct_frozen_layers}")
+    outside = [k for k in config.instruct_query_key_layers if not 0 <= k < config.instruct_frozen_layers]
+    if outside:
+        raise ValueError(f"instruct_query_key_layers names layers {outside} that are not frozen in stage 2; list layers "
+                         f"in 0..{config.instruct_frozen_layers - 1} (the layers below instruct_frozen_layers)")
     with using_world(as_world(config.world)):
         return _train_toy_model(config, out, stop_after, keep_checkpoints)
 
@@ -782,6 +790,9 @@ def _train_toy_model(config: TrainConfig, out: str | Path | None, stop_after: st
         train_tower = config.instruct_tower_lr_scale > 0
         for layer in decoder.layers[:config.instruct_frozen_layers]:
             layer.requires_grad_(False)
+        for k in config.instruct_query_key_layers:
+            decoder.layers[k].self_attn.q_proj.requires_grad_(True)
+            decoder.layers[k].self_attn.k_proj.requires_grad_(True)
         tuned = [p for p in decoder.parameters() if p.requires_grad]
         params = [{"params": [*projector.parameters(), *tuned]}]
         if train_tower:
