@@ -2,6 +2,7 @@
 wording, mimetic init and the language curriculum; the variants table."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,40 +88,43 @@ def test_instruct_trains_the_tower_only_when_asked(tiny_run, tmp_path):
             train_toy_model(TrainConfig.from_dict({**config.__dict__, "instruct_tower_lr_scale": bad}))
 
 
-def test_instruct_keeps_the_lower_decoder_layers_frozen_when_asked(tiny_run, tmp_path):
+def _instruct_from_the_aligned_run(tiny_run, run: Path, **overrides) -> tuple[dict, dict]:
+    """Stage 4 alone from the tiny run's align checkpoint, with ``overrides``: (aligned, after) state dicts."""
     out, config, _, _ = tiny_run
-    aligned = torch.load(out / "checkpoints" / "2-align.pt", weights_only=False)["state_dict"]
-    run = tmp_path / "frozen"
     (run / "checkpoints").mkdir(parents=True)
     for k, stage in enumerate(STAGES[:3]):
         (run / "checkpoints" / f"{k}-{stage}.pt").symlink_to(out / "checkpoints" / f"{k}-{stage}.pt")
+    model, _ = train_toy_model(TrainConfig.from_dict({**config.__dict__, **overrides}), out=run)
+    aligned = torch.load(out / "checkpoints" / "2-align.pt", weights_only=False)["state_dict"]
+    return aligned, model.state_dict()
+
+
+def _moved_decoder_weights(aligned: dict, after: dict) -> set[str]:
+    """Names below ``language_model.layers.`` ("3.self_attn.q_proj.weight") that stage 4 changed."""
+    return {k.split("language_model.layers.")[1] for k, v in aligned.items()
+            if "language_model.layers." in k and not after[k].equal(v)}
+
+
+def test_instruct_keeps_the_lower_decoder_layers_frozen_when_asked(tiny_run, tmp_path):
     frozen = 5
-    model, _ = train_toy_model(TrainConfig.from_dict({**config.__dict__, "instruct_frozen_layers": frozen}), out=run)
-    after = model.state_dict()
-    moved = {int(k.split(".layers.")[1].split(".")[0]) for k, v in aligned.items()
-             if "language_model.layers." in k and not after[k].equal(v)}
+    aligned, after = _instruct_from_the_aligned_run(tiny_run, tmp_path / "frozen", instruct_frozen_layers=frozen)
+    moved = {int(name.split(".")[0]) for name in _moved_decoder_weights(aligned, after)}
     assert moved == set(range(frozen, 16)), sorted(moved)
     assert any("multi_modal_projector" in k and not after[k].equal(v) for k, v in aligned.items())
+    config = tiny_run[1]
     for bad in (-1, 16):
         with pytest.raises(ValueError, match="instruct_frozen_layers"):
             train_toy_model(TrainConfig.from_dict({**config.__dict__, "instruct_frozen_layers": bad}))
 
 
 def test_instruct_tunes_only_queries_and_keys_of_the_frozen_layers_listed(tiny_run, tmp_path):
-    out, config, _, _ = tiny_run
-    aligned = torch.load(out / "checkpoints" / "2-align.pt", weights_only=False)["state_dict"]
-    run = tmp_path / "query-key"
-    (run / "checkpoints").mkdir(parents=True)
-    for k, stage in enumerate(STAGES[:3]):
-        (run / "checkpoints" / f"{k}-{stage}.pt").symlink_to(out / "checkpoints" / f"{k}-{stage}.pt")
     tuned = dict(instruct_frozen_layers=6, instruct_query_key_layers=[2, 4])
-    model, _ = train_toy_model(TrainConfig.from_dict({**config.__dict__, **tuned}), out=run)
-    after = model.state_dict()
-    moved = {k.split("language_model.layers.")[1] for k, v in aligned.items()
-             if "language_model.layers." in k and not after[k].equal(v)}
+    aligned, after = _instruct_from_the_aligned_run(tiny_run, tmp_path / "query-key", **tuned)
+    moved = _moved_decoder_weights(aligned, after)
     below = {name for name in moved if int(name.split(".")[0]) < 6}
     assert below == {f"{k}.self_attn.{proj}.weight" for k in (2, 4) for proj in ("q_proj", "k_proj")}, sorted(below)
     assert {int(name.split(".")[0]) for name in moved} == {2, 4, *range(6, 16)}
+    config = tiny_run[1]
     for bad in ([6], [-1], [3, 9]):
         with pytest.raises(ValueError, match="instruct_query_key_layers"):
             train_toy_model(TrainConfig.from_dict({**config.__dict__, **tuned, "instruct_query_key_layers": bad}))

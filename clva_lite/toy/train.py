@@ -607,8 +607,8 @@ def train_toy_model(config: TrainConfig, out: str | Path | None = None, *, stop_
                          f"stage 2; 0 tunes them all, as LLaVA-1.5 does), not {config.instruct_frozen_layers}")
     outside = [k for k in config.instruct_query_key_layers if not 0 <= k < config.instruct_frozen_layers]
     if outside:
-        raise ValueError(f"instruct_query_key_layers names layers {outside} that are not frozen in stage 2; list layers "
-                         f"in 0..{config.instruct_frozen_layers - 1} (the layers below instruct_frozen_layers)")
+        raise ValueError(f"instruct_query_key_layers names layers {outside} that are not frozen in stage 2; list "
+                         f"layers in 0..{config.instruct_frozen_layers - 1} (those below instruct_frozen_layers)")
     with using_world(as_world(config.world)):
         return _train_toy_model(config, out, stop_after, keep_checkpoints)
 
